@@ -1,0 +1,498 @@
+//! One association, after the listener accepted the TCP connection: negotiation, then PDUs
+//! are reassembled into DIMSE messages (command PDVs until the last fragment, then data PDVs),
+//! each message is handled (C-ECHO, C-STORE through [`receive`]) and answered, and A-RELEASE
+//! or A-ABORT ends it. One log line per association at info level.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dicom_ul::Pdu;
+use dicom_ul::association::Association;
+use dicom_ul::association::server::{
+    AccessControl, AsyncServerAssociation, ServerAssociationOptions,
+};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextNegotiated,
+    PresentationContextResultReason, UserIdentity,
+};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AeTitle, ListenerConfig};
+use crate::dimse::{self, Command, Response, Status, command_field};
+use crate::receive::{
+    InstanceReceiver, Origin, ReceiveContext, StoreRequest, StoreResult, check_reserve,
+};
+use crate::sop_classes::{self, VERIFICATION};
+use crate::store::RecordOutcome;
+
+/// Command sets are a few hundred bytes; anything this large is not one.
+const MAX_COMMAND_SET: usize = 64 * 1024;
+
+/// Checks the AE titles of an association request against the configuration.
+struct AeTitlePolicy {
+    require_called_ae_title: bool,
+    allowed_calling_ae_titles: BTreeSet<AeTitle>,
+}
+
+impl AccessControl for AeTitlePolicy {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self.require_called_ae_title && called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        let allowed = self.allowed_calling_ae_titles.is_empty()
+            || AeTitle::parse(calling_ae_title)
+                .is_ok_and(|ae| self.allowed_calling_ae_titles.contains(&ae));
+        if !allowed {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// Counts for the association's log line.
+#[derive(Debug, Default)]
+struct Tally {
+    stored: u64,
+    identical: u64,
+    replaced: u64,
+    failed: u64,
+    echoes: u64,
+    bytes: u64,
+}
+
+/// How an association ended.
+#[derive(Debug)]
+enum Ending {
+    Released,
+    AbortedByPeer,
+    AbortedByUs(String),
+    Shutdown,
+    ConnectionLost(String),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Released => f.write_str("released"),
+            Ending::AbortedByPeer => f.write_str("aborted by peer"),
+            Ending::AbortedByUs(why) => write!(f, "aborted: {why}"),
+            Ending::Shutdown => f.write_str("aborted: simgate is shutting down"),
+            Ending::ConnectionLost(why) => write!(f, "connection lost: {why}"),
+        }
+    }
+}
+
+/// Negotiates and serves one association to its end.
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerConfig>,
+    context: ReceiveContext,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    let allowed_calling_ae_titles = context.policy.borrow().allowed_calling_ae_titles.clone();
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(AeTitlePolicy {
+            require_called_ae_title: listener.require_called_ae_title,
+            allowed_calling_ae_titles,
+        })
+        .ae_title(listener.ae_title.as_str())
+        .max_pdu_length(listener.max_pdu_length)
+        .strict(true)
+        .read_timeout(listener.idle_timeout)
+        .write_timeout(listener.write_timeout)
+        .with_abstract_syntax(VERIFICATION);
+    for (uid, _) in sop_classes::STORAGE_SOP_CLASSES {
+        options = options.with_abstract_syntax(*uid);
+    }
+    for uid in &listener.extra_sop_classes {
+        options = options.with_abstract_syntax(uid.as_str());
+    }
+    for uid in sop_classes::accepted_transfer_syntaxes() {
+        options = options.with_transfer_syntax(uid);
+    }
+
+    let association = match options.establish_async(socket).await {
+        Ok(association) => association,
+        Err(e) => {
+            tracing::info!(%peer, cause = %crate::receive::error_chain(&e), "association refused");
+            return;
+        }
+    };
+    let origin = Arc::new(Origin {
+        calling_ae_title: association.peer_ae_title().trim().to_string(),
+        called_ae_title: association.called_ae_title().trim().to_string(),
+        peer,
+    });
+    let accepted = association
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .count();
+    tracing::debug!(%peer, calling_ae_title = %origin.calling_ae_title, accepted, "association established");
+
+    let mut session = Session {
+        association,
+        origin: Arc::clone(&origin),
+        context,
+        tally: Tally::default(),
+    };
+    let ending = session.run(&shutdown).await;
+    let tally = &session.tally;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        %peer,
+        calling_ae_title = %origin.calling_ae_title,
+        called_ae_title = %origin.called_ae_title,
+        stored = tally.stored,
+        identical = tally.identical,
+        replaced = tally.replaced,
+        failed = tally.failed,
+        echoes = tally.echoes,
+        bytes = tally.bytes,
+        duration_ms = elapsed.as_millis() as u64,
+        outcome = %ending,
+        "association ended"
+    );
+    match ending {
+        Ending::AbortedByUs(_) | Ending::Shutdown => {
+            let _ = session.association.abort().await;
+        }
+        Ending::Released | Ending::AbortedByPeer | Ending::ConnectionLost(_) => {}
+    }
+}
+
+/// What the association is doing between PDUs.
+enum Incoming {
+    /// Waiting for (more of) a command set.
+    Command(Vec<u8>),
+    /// Receiving the data set of a C-STORE.
+    Store {
+        presentation_context_id: u8,
+        message_id: u16,
+        request: StoreRequest,
+        receiver: Box<InstanceReceiver>,
+    },
+    /// Draining the data set of a C-STORE that is refused already.
+    Discard {
+        presentation_context_id: u8,
+        message_id: u16,
+        request: StoreRequest,
+        status: Status,
+        comment: String,
+        bytes: u64,
+    },
+}
+
+struct Session {
+    association: AsyncServerAssociation<TcpStream>,
+    origin: Arc<Origin>,
+    context: ReceiveContext,
+    tally: Tally,
+}
+
+impl Session {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
+        let mut incoming = Incoming::Command(Vec::new());
+        loop {
+            let idle = matches!(&incoming, Incoming::Command(buffer) if buffer.is_empty());
+            let pdu = tokio::select! {
+                biased;
+                // Between messages a shutdown ends the association; an instance in progress
+                // is finished first (the server's shutdown deadline bounds that).
+                () = shutdown.cancelled(), if idle => return Ending::Shutdown,
+                pdu = self.association.receive() => pdu,
+            };
+            let values = match pdu {
+                Ok(Pdu::PData { data }) => data,
+                Ok(Pdu::ReleaseRQ) => {
+                    if !idle {
+                        tracing::warn!(peer = %self.origin.peer, "release requested in the middle of a message");
+                    }
+                    return match self.association.send(&Pdu::ReleaseRP).await {
+                        Ok(()) => Ending::Released,
+                        Err(e) => Ending::ConnectionLost(e.to_string()),
+                    };
+                }
+                Ok(Pdu::AbortRQ { .. }) => return Ending::AbortedByPeer,
+                Ok(other) => {
+                    return Ending::AbortedByUs(format!(
+                        "unexpected PDU: {}",
+                        other.short_description()
+                    ));
+                }
+                Err(e) => {
+                    let why = crate::receive::error_chain(&e);
+                    return match e {
+                        dicom_ul::association::Error::ConnectionClosed { .. } => {
+                            Ending::ConnectionLost(why)
+                        }
+                        // Malformed or oversized PDUs, and the idle timeout: an A-ABORT tells
+                        // the peer, as the ARTIM expiry would (PS3.8 9.1.5).
+                        _ => Ending::AbortedByUs(why),
+                    };
+                }
+            };
+            for value in values {
+                incoming = match self.handle_value(incoming, value).await {
+                    Ok(next) => next,
+                    Err(why) => return Ending::AbortedByUs(why),
+                };
+            }
+        }
+    }
+
+    /// Moves the message state forward by one PDV; `Err` aborts the association.
+    async fn handle_value(
+        &mut self,
+        incoming: Incoming,
+        value: PDataValue,
+    ) -> Result<Incoming, String> {
+        match (incoming, value.value_type) {
+            (Incoming::Command(mut buffer), PDataValueType::Command) => {
+                if buffer.len() + value.data.len() > MAX_COMMAND_SET {
+                    return Err(format!("command set larger than {MAX_COMMAND_SET} bytes"));
+                }
+                buffer.extend_from_slice(&value.data);
+                if !value.is_last {
+                    return Ok(Incoming::Command(buffer));
+                }
+                let command =
+                    Command::decode(&buffer).map_err(|e| format!("invalid command set: {e}"))?;
+                self.handle_command(value.presentation_context_id, command)
+                    .await
+            }
+            (
+                Incoming::Store {
+                    presentation_context_id,
+                    message_id,
+                    request,
+                    mut receiver,
+                },
+                PDataValueType::Data,
+            ) => {
+                if value.presentation_context_id != presentation_context_id {
+                    return Err("data set fragment on another presentation context".into());
+                }
+                receiver.feed(value.data).await;
+                if !value.is_last {
+                    return Ok(Incoming::Store {
+                        presentation_context_id,
+                        message_id,
+                        request,
+                        receiver,
+                    });
+                }
+                let result = receiver.finish().await;
+                self.respond_store(presentation_context_id, message_id, &request, &result)
+                    .await?;
+                Ok(Incoming::Command(Vec::new()))
+            }
+            (
+                Incoming::Discard {
+                    presentation_context_id,
+                    message_id,
+                    request,
+                    status,
+                    comment,
+                    bytes,
+                },
+                PDataValueType::Data,
+            ) => {
+                if value.presentation_context_id != presentation_context_id {
+                    return Err("data set fragment on another presentation context".into());
+                }
+                let bytes = bytes + value.data.len() as u64;
+                if !value.is_last {
+                    return Ok(Incoming::Discard {
+                        presentation_context_id,
+                        message_id,
+                        request,
+                        status,
+                        comment,
+                        bytes,
+                    });
+                }
+                let result = StoreResult {
+                    status,
+                    error_comment: Some(comment),
+                    outcome: None,
+                    data_set_bytes: bytes,
+                };
+                self.respond_store(presentation_context_id, message_id, &request, &result)
+                    .await?;
+                Ok(Incoming::Command(Vec::new()))
+            }
+            (Incoming::Command(_), PDataValueType::Data) => {
+                Err("data set fragment without a command".into())
+            }
+            (_, PDataValueType::Command) => {
+                Err("command fragment in the middle of a data set".into())
+            }
+        }
+    }
+
+    fn presentation_context(&self, id: u8) -> Option<&PresentationContextNegotiated> {
+        self.association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == id && pc.reason == PresentationContextResultReason::Acceptance)
+    }
+
+    async fn handle_command(
+        &mut self,
+        presentation_context_id: u8,
+        command: Command,
+    ) -> Result<Incoming, String> {
+        let Some(context) = self.presentation_context(presentation_context_id) else {
+            return Err(format!(
+                "message on presentation context {presentation_context_id}, which was not accepted"
+            ));
+        };
+        let abstract_syntax = trim_uid(&context.abstract_syntax).to_string();
+        let transfer_syntax_uid = trim_uid(&context.transfer_syntax).to_string();
+        match command.command_field {
+            command_field::C_ECHO_RQ => {
+                if command.has_data_set() {
+                    return Err("C-ECHO-RQ announces a data set".into());
+                }
+                self.tally.echoes += 1;
+                let response = Response {
+                    command_field: command_field::C_ECHO_RSP,
+                    message_id_being_responded_to: command.message_id,
+                    affected_sop_class_uid: VERIFICATION,
+                    affected_sop_instance_uid: None,
+                    status: Status::SUCCESS,
+                    error_comment: None,
+                };
+                self.send_command(presentation_context_id, response.encode())
+                    .await?;
+                Ok(Incoming::Command(Vec::new()))
+            }
+            command_field::C_STORE_RQ => {
+                if !command.has_data_set() {
+                    return Err("C-STORE-RQ without a data set".into());
+                }
+                let request = StoreRequest {
+                    affected_sop_class_uid: command
+                        .affected_sop_class_uid
+                        .clone()
+                        .unwrap_or_default(),
+                    affected_sop_instance_uid: command
+                        .affected_sop_instance_uid
+                        .clone()
+                        .unwrap_or_default(),
+                    transfer_syntax_uid,
+                };
+                let refusal = if !dimse::is_valid_uid(&request.affected_sop_instance_uid) {
+                    Some((
+                        Status::INVALID_IDENTIFIERS,
+                        "Affected SOP Instance UID is missing or not a valid UID".to_string(),
+                    ))
+                } else if request.affected_sop_class_uid != abstract_syntax {
+                    Some((
+                        Status::SOP_CLASS_NOT_SUPPORTED,
+                        "Affected SOP Class UID differs from the presentation context".to_string(),
+                    ))
+                } else {
+                    check_reserve(&self.context)
+                };
+                Ok(match refusal {
+                    Some((status, comment)) => Incoming::Discard {
+                        presentation_context_id,
+                        message_id: command.message_id,
+                        request,
+                        status,
+                        comment,
+                        bytes: 0,
+                    },
+                    None => Incoming::Store {
+                        presentation_context_id,
+                        message_id: command.message_id,
+                        receiver: Box::new(InstanceReceiver::new(
+                            request.clone(),
+                            Arc::clone(&self.origin),
+                            self.context.clone(),
+                        )),
+                        request,
+                    },
+                })
+            }
+            other => Err(format!("unsupported DIMSE command 0x{other:04X}")),
+        }
+    }
+
+    async fn respond_store(
+        &mut self,
+        presentation_context_id: u8,
+        message_id: u16,
+        request: &StoreRequest,
+        result: &StoreResult,
+    ) -> Result<(), String> {
+        self.tally.bytes += result.data_set_bytes;
+        match &result.outcome {
+            Some(RecordOutcome::New) => self.tally.stored += 1,
+            Some(RecordOutcome::Identical) => self.tally.identical += 1,
+            Some(RecordOutcome::Replaced { .. }) => self.tally.replaced += 1,
+            None => self.tally.failed += 1,
+        }
+        if let Some(comment) = &result.error_comment {
+            tracing::warn!(
+                peer = %self.origin.peer,
+                calling_ae_title = %self.origin.calling_ae_title,
+                status = %result.status,
+                reason = %comment,
+                "C-STORE refused"
+            );
+        }
+        tracing::debug!(
+            sop_instance_uid = %request.affected_sop_instance_uid,
+            status = %result.status,
+            bytes = result.data_set_bytes,
+            "C-STORE answered"
+        );
+        let response = Response {
+            command_field: command_field::C_STORE_RSP,
+            message_id_being_responded_to: message_id,
+            affected_sop_class_uid: &request.affected_sop_class_uid,
+            affected_sop_instance_uid: Some(&request.affected_sop_instance_uid),
+            status: result.status,
+            error_comment: result.error_comment.as_deref(),
+        };
+        self.send_command(presentation_context_id, response.encode())
+            .await
+    }
+
+    async fn send_command(
+        &mut self,
+        presentation_context_id: u8,
+        data: Vec<u8>,
+    ) -> Result<(), String> {
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        };
+        self.association
+            .send(&pdu)
+            .await
+            .map_err(|e| format!("cannot send response: {e}"))
+    }
+}
+
+fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}

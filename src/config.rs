@@ -1,0 +1,465 @@
+//! The configuration file: read raw with serde, then turned once into typed values.
+//!
+//! The rest of simgate only sees [`Config`]; it never re-checks a string from the file.
+//! Field docs on the raw structs are the documentation of each key (see config/simgate.toml).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("config file {path}: key `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+/// An application entity title: 1 to 16 characters of the default repertoire, no backslash,
+/// not all spaces; leading and trailing spaces are not significant (PS3.5 AE).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AeTitle(String);
+
+impl AeTitle {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let trimmed = raw.trim_matches(' ');
+        if trimmed.is_empty() {
+            return Err("an AE title cannot be empty".into());
+        }
+        if trimmed.len() > 16 {
+            return Err(format!("AE title {trimmed:?} is longer than 16 characters"));
+        }
+        if let Some(bad) = trimmed
+            .chars()
+            .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
+        {
+            return Err(format!("AE title {trimmed:?} contains {bad:?}"));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AeTitle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How hard simgate works to make a stored instance survive a crash before acknowledging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync the file and its directory, and the SQLite commit, before answering success:
+    /// survives power loss.
+    Fsync,
+    /// Leave flushing to the operating system: survives a crash of simgate, not of the machine.
+    Os,
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub listener: ListenerConfig,
+    pub storage: StorageConfig,
+    /// The file this was read from, for messages.
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerConfig {
+    pub ae_title: AeTitle,
+    pub bind: SocketAddr,
+    pub require_called_ae_title: bool,
+    /// Empty: any calling AE title is accepted.
+    pub allowed_calling_ae_titles: BTreeSet<AeTitle>,
+    /// Empty: any peer address is accepted.
+    pub allowed_peer_addresses: BTreeSet<IpAddr>,
+    pub max_associations: usize,
+    pub max_pdu_length: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub write_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_deadline: Duration,
+    pub extra_sop_classes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    pub reserve_free_bytes: u64,
+}
+
+impl StorageConfig {
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.join("simgate.db")
+    }
+}
+
+/// The part of the configuration that `SIGHUP` re-reads without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadablePolicy {
+    pub allowed_calling_ae_titles: BTreeSet<AeTitle>,
+    pub allowed_peer_addresses: BTreeSet<IpAddr>,
+    pub reserve_free_bytes: u64,
+}
+
+impl Config {
+    pub fn reloadable_policy(&self) -> ReloadablePolicy {
+        ReloadablePolicy {
+            allowed_calling_ae_titles: self.listener.allowed_calling_ae_titles.clone(),
+            allowed_peer_addresses: self.listener.allowed_peer_addresses.clone(),
+            reserve_free_bytes: self.storage.reserve_free_bytes,
+        }
+    }
+
+    /// Reads and resolves a config file. Relative paths in it are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Resolver { path, base: &base }.resolve(raw)
+    }
+}
+
+struct Resolver<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn invalid(&self, key: &'static str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key,
+            problem: problem.into(),
+        }
+    }
+
+    fn duration(&self, key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+        let value = humantime::parse_duration(raw).map_err(|e| {
+            self.invalid(
+                key,
+                format!("{raw:?} is not a duration ({e}); write e.g. \"30s\""),
+            )
+        })?;
+        if value.is_zero() {
+            return Err(self.invalid(key, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let l = raw.listener;
+        let ae_title =
+            AeTitle::parse(&l.ae_title).map_err(|e| self.invalid("listener.ae_title", e))?;
+        let bind: SocketAddr = l.bind.parse().map_err(|_| {
+            self.invalid(
+                "listener.bind",
+                format!(
+                    "{:?} is not an address:port such as \"127.0.0.1:11112\"",
+                    l.bind
+                ),
+            )
+        })?;
+        let allowed_calling_ae_titles = l
+            .allowed_calling_ae_titles
+            .iter()
+            .map(|t| AeTitle::parse(t))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.invalid("listener.allowed_calling_ae_titles", e))?;
+        let allowed_peer_addresses = l
+            .allowed_peer_addresses
+            .iter()
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .map_err(|_| format!("{a:?} is not an IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.invalid("listener.allowed_peer_addresses", e))?;
+        if l.max_associations == 0 {
+            return Err(self.invalid("listener.max_associations", "must be at least 1"));
+        }
+        // PS3.8 allows any size; dicom-ul accepts 4 KiB .. 4 GiB. Above 16 MiB a single PDU
+        // would make per-association memory large for no speed gain.
+        if !(4096..=16 * 1024 * 1024).contains(&l.max_pdu_length) {
+            return Err(self.invalid(
+                "listener.max_pdu_length",
+                format!("{} is outside 4096 ..= 16777216", l.max_pdu_length),
+            ));
+        }
+        for uid in &l.extra_sop_classes {
+            if !crate::dimse::is_valid_uid(uid) {
+                return Err(self.invalid(
+                    "listener.extra_sop_classes",
+                    format!("{uid:?} is not a valid UID"),
+                ));
+            }
+        }
+        let listener = ListenerConfig {
+            ae_title,
+            bind,
+            require_called_ae_title: l.require_called_ae_title,
+            allowed_calling_ae_titles,
+            allowed_peer_addresses,
+            max_associations: l.max_associations,
+            max_pdu_length: l.max_pdu_length,
+            idle_timeout: self.duration("listener.idle_timeout", &l.idle_timeout)?,
+            write_timeout: self.duration("listener.write_timeout", &l.write_timeout)?,
+            shutdown_deadline: self.duration("listener.shutdown_deadline", &l.shutdown_deadline)?,
+            extra_sop_classes: l.extra_sop_classes,
+        };
+
+        let s = raw.storage;
+        if s.dir.as_os_str().is_empty() {
+            return Err(self.invalid("storage.dir", "must name a folder"));
+        }
+        let dir = if s.dir.is_absolute() {
+            s.dir
+        } else {
+            self.base.join(s.dir)
+        };
+        let reserve_free_bytes = s
+            .reserve_free_bytes
+            .parse::<bytesize::ByteSize>()
+            .map_err(|e| {
+                self.invalid(
+                    "storage.reserve_free_bytes",
+                    format!(
+                        "{:?} is not a size ({e}); write e.g. \"2 GiB\"",
+                        s.reserve_free_bytes
+                    ),
+                )
+            })?
+            .as_u64();
+        let storage = StorageConfig {
+            dir,
+            durability: s.durability,
+            reserve_free_bytes,
+        };
+        Ok(Config {
+            listener,
+            storage,
+            source: self.path.to_path_buf(),
+        })
+    }
+}
+
+/// Serialises durations the way the file writes them ("30s").
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listener: RawListener,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(default = "defaults::ae_title")]
+    ae_title: String,
+    #[serde(default = "defaults::bind")]
+    bind: String,
+    #[serde(default = "defaults::yes")]
+    require_called_ae_title: bool,
+    #[serde(default)]
+    allowed_calling_ae_titles: Vec<String>,
+    #[serde(default)]
+    allowed_peer_addresses: Vec<String>,
+    #[serde(default = "defaults::max_associations")]
+    max_associations: usize,
+    #[serde(default = "defaults::max_pdu_length")]
+    max_pdu_length: u32,
+    #[serde(default = "defaults::idle_timeout")]
+    idle_timeout: String,
+    #[serde(default = "defaults::write_timeout")]
+    write_timeout: String,
+    #[serde(default = "defaults::shutdown_deadline")]
+    shutdown_deadline: String,
+    #[serde(default)]
+    extra_sop_classes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(default = "defaults::storage_dir")]
+    dir: PathBuf,
+    #[serde(default = "defaults::durability")]
+    durability: Durability,
+    #[serde(default = "defaults::reserve_free_bytes")]
+    reserve_free_bytes: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            dir: defaults::storage_dir(),
+            durability: defaults::durability(),
+            reserve_free_bytes: defaults::reserve_free_bytes(),
+        }
+    }
+}
+
+mod defaults {
+    use super::Durability;
+    use std::path::PathBuf;
+
+    pub fn ae_title() -> String {
+        "SIMGATE".into()
+    }
+    pub fn bind() -> String {
+        "127.0.0.1:11112".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_associations() -> usize {
+        32
+    }
+    pub fn max_pdu_length() -> u32 {
+        131_072
+    }
+    pub fn idle_timeout() -> String {
+        "60s".into()
+    }
+    pub fn write_timeout() -> String {
+        "30s".into()
+    }
+    pub fn shutdown_deadline() -> String {
+        "30s".into()
+    }
+    pub fn storage_dir() -> PathBuf {
+        PathBuf::from("../data")
+    }
+    pub fn durability() -> Durability {
+        Durability::Fsync
+    }
+    pub fn reserve_free_bytes() -> String {
+        "1 GiB".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/simgate/simgate.toml"))
+    }
+
+    #[test]
+    fn the_shipped_default_config_resolves() {
+        let text = include_str!("../config/simgate.toml");
+        let config = parse(text).expect("default config");
+        assert_eq!(config.listener.ae_title.as_str(), "SIMGATE");
+        assert_eq!(
+            config.listener.bind,
+            "127.0.0.1:11112".parse().expect("addr")
+        );
+        assert_eq!(config.storage.durability, Durability::Fsync);
+        assert!(config.listener.allowed_calling_ae_titles.is_empty());
+    }
+
+    #[test]
+    fn relative_storage_dir_is_taken_from_the_config_folder() {
+        let config = parse("[listener]\n[storage]\ndir = \"spool\"\n").expect("config");
+        assert_eq!(config.storage.dir, PathBuf::from("/etc/simgate/spool"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let cases = [
+            (
+                "[listener]\nae_title = \"WAY_TOO_LONG_AE_TITLE\"\n",
+                "listener.ae_title",
+            ),
+            ("[listener]\nbind = \"localhost\"\n", "listener.bind"),
+            (
+                "[listener]\nidle_timeout = \"soon\"\n",
+                "listener.idle_timeout",
+            ),
+            (
+                "[listener]\nmax_associations = 0\n",
+                "listener.max_associations",
+            ),
+            (
+                "[listener]\nallowed_calling_ae_titles = [\"A\\\\B\"]\n",
+                "listener.allowed_calling_ae_titles",
+            ),
+            (
+                "[listener]\nextra_sop_classes = [\"../etc\"]\n",
+                "listener.extra_sop_classes",
+            ),
+            (
+                "[listener]\n[storage]\nreserve_free_bytes = \"lots\"\n",
+                "storage.reserve_free_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{err:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("[listener]\nae_tittle = \"X\"\n").expect_err("typo");
+        assert!(err.to_string().contains("ae_tittle"), "{err}");
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        let config =
+            parse("[listener]\n[storage]\nreserve_free_bytes = \"2 GiB\"\n").expect("config");
+        assert_eq!(config.storage.reserve_free_bytes, 2 * 1024 * 1024 * 1024);
+    }
+}

@@ -1,0 +1,365 @@
+//! DIMSE command sets (PS3.7 section 9 and annex E): decoding requests, encoding responses,
+//! and the status codes simgate answers with. Command sets are always Implicit VR Little
+//! Endian group 0000 elements, small enough to handle by hand with strict length checks.
+
+use std::fmt;
+
+/// Command Field values (0000,0100) simgate handles.
+pub mod command_field {
+    pub const C_STORE_RQ: u16 = 0x0001;
+    pub const C_STORE_RSP: u16 = 0x8001;
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    pub const C_ECHO_RSP: u16 = 0x8030;
+}
+
+/// (0000,0800) value meaning "no data set follows".
+pub const NO_DATA_SET: u16 = 0x0101;
+
+/// DIMSE status codes (PS3.7 annex C, PS3.4 B.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u16);
+
+impl Status {
+    pub const SUCCESS: Status = Status(0x0000);
+    /// Refused: SOP class not supported.
+    pub const SOP_CLASS_NOT_SUPPORTED: Status = Status(0x0122);
+    /// Refused: out of resources (storage or database failure, disk below reserve).
+    pub const OUT_OF_RESOURCES: Status = Status(0xA700);
+    /// Error: data set does not match SOP class.
+    pub const DATA_SET_DOES_NOT_MATCH_SOP_CLASS: Status = Status(0xA900);
+    /// Error: cannot understand (unparseable data set, missing identifying attributes).
+    pub const CANNOT_UNDERSTAND: Status = Status(0xC000);
+    /// Error: cannot understand; the data set's identifiers are invalid.
+    pub const INVALID_IDENTIFIERS: Status = Status(0xC001);
+
+    pub fn is_success(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:04X}", self.0)
+    }
+}
+
+/// What went wrong reading a command set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("command set truncated at byte {offset}")]
+    Truncated { offset: usize },
+    #[error(
+        "command element ({group:04X},{element:04X}) declares {declared} bytes, {remaining} remain"
+    )]
+    LengthBeyondEnd {
+        group: u16,
+        element: u16,
+        declared: u32,
+        remaining: usize,
+    },
+    #[error("command element ({group:04X},{element:04X}) is outside group 0000")]
+    NotCommandGroup { group: u16, element: u16 },
+    #[error("command set lacks {0}")]
+    Missing(&'static str),
+}
+
+/// The fields of a request command set that simgate uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Command {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: Option<String>,
+    pub affected_sop_instance_uid: Option<String>,
+    pub command_data_set_type: u16,
+}
+
+impl Command {
+    pub fn has_data_set(&self) -> bool {
+        self.command_data_set_type != NO_DATA_SET
+    }
+
+    /// Decodes an Implicit VR Little Endian command set, refusing any element whose declared
+    /// length runs past the end of what was received.
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        let mut command = Command {
+            command_data_set_type: NO_DATA_SET,
+            ..Command::default()
+        };
+        let mut seen_field = false;
+        let mut seen_message_id = false;
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let header = bytes
+                .get(offset..offset + 8)
+                .ok_or(CommandError::Truncated { offset })?;
+            let group = u16::from_le_bytes([header[0], header[1]]);
+            let element = u16::from_le_bytes([header[2], header[3]]);
+            let declared = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            offset += 8;
+            let remaining = bytes.len() - offset;
+            if declared as usize > remaining {
+                return Err(CommandError::LengthBeyondEnd {
+                    group,
+                    element,
+                    declared,
+                    remaining,
+                });
+            }
+            if group != 0x0000 {
+                return Err(CommandError::NotCommandGroup { group, element });
+            }
+            let value = &bytes[offset..offset + declared as usize];
+            offset += declared as usize;
+            match element {
+                0x0002 => command.affected_sop_class_uid = Some(uid_text(value)),
+                0x0100 => {
+                    command.command_field =
+                        read_us(value).ok_or(CommandError::Missing("a valid Command Field"))?;
+                    seen_field = true;
+                }
+                0x0110 => {
+                    command.message_id =
+                        read_us(value).ok_or(CommandError::Missing("a valid Message ID"))?;
+                    seen_message_id = true;
+                }
+                0x0800 => {
+                    command.command_data_set_type = read_us(value)
+                        .ok_or(CommandError::Missing("a valid Command Data Set Type"))?;
+                }
+                0x1000 => command.affected_sop_instance_uid = Some(uid_text(value)),
+                _ => {}
+            }
+        }
+        if !seen_field {
+            return Err(CommandError::Missing("Command Field (0000,0100)"));
+        }
+        if !seen_message_id {
+            return Err(CommandError::Missing("Message ID (0000,0110)"));
+        }
+        Ok(command)
+    }
+}
+
+fn read_us(value: &[u8]) -> Option<u16> {
+    (value.len() == 2).then(|| u16::from_le_bytes([value[0], value[1]]))
+}
+
+/// UI values are padded with a NUL to even length; some peers also pad with spaces.
+pub fn uid_text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value)
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+/// A UID as PS3.5 9.1 defines it: 1..=64 characters, numeric components separated by dots,
+/// no empty component, no leading zero in a multi-digit component. Anything else (including
+/// path-like values such as `../x`) is refused wherever simgate accepts a UID.
+pub fn is_valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= 64
+        && uid.split('.').all(|component| {
+            !component.is_empty()
+                && component.bytes().all(|b| b.is_ascii_digit())
+                && (component.len() == 1 || !component.starts_with('0'))
+        })
+}
+
+/// A response command set: C-STORE-RSP or C-ECHO-RSP.
+#[derive(Debug, Clone)]
+pub struct Response<'a> {
+    pub command_field: u16,
+    pub message_id_being_responded_to: u16,
+    pub affected_sop_class_uid: &'a str,
+    pub affected_sop_instance_uid: Option<&'a str>,
+    pub status: Status,
+    /// Error Comment (0000,0902), LO: at most 64 characters, sent only on failures.
+    pub error_comment: Option<&'a str>,
+}
+
+impl Response<'_> {
+    /// Encodes the command set in Implicit VR Little Endian with its group length first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(160);
+        put_element(&mut body, 0x0002, &even_uid(self.affected_sop_class_uid));
+        put_element(&mut body, 0x0100, &self.command_field.to_le_bytes());
+        put_element(
+            &mut body,
+            0x0120,
+            &self.message_id_being_responded_to.to_le_bytes(),
+        );
+        put_element(&mut body, 0x0800, &NO_DATA_SET.to_le_bytes());
+        put_element(&mut body, 0x0900, &self.status.0.to_le_bytes());
+        if let Some(comment) = self.error_comment.filter(|_| !self.status.is_success()) {
+            put_element(&mut body, 0x0902, &even_text(comment, 64));
+        }
+        if let Some(uid) = self.affected_sop_instance_uid {
+            put_element(&mut body, 0x1000, &even_uid(uid));
+        }
+        let mut out = Vec::with_capacity(body.len() + 12);
+        put_element(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+fn put_element(out: &mut Vec<u8>, element: u16, value: &[u8]) {
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&element.to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+fn even_uid(uid: &str) -> Vec<u8> {
+    let mut bytes = uid.as_bytes().to_vec();
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// LO text: default repertoire only (error comments are ours, but may quote peer input),
+/// no backslash, cut to `max` characters, padded with a space to even length.
+fn even_text(text: &str, max: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '\\' || c == ' ' {
+                c as u8
+            } else {
+                b'?'
+            }
+        })
+        .take(max)
+        .collect();
+    if bytes.len() % 2 == 1 {
+        bytes.push(b' ');
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+
+    fn store_rq(message_id: u16) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_element(&mut body, 0x0002, &even_uid("1.2.840.10008.5.1.4.1.1.2"));
+        put_element(&mut body, 0x0100, &command_field::C_STORE_RQ.to_le_bytes());
+        put_element(&mut body, 0x0110, &message_id.to_le_bytes());
+        put_element(&mut body, 0x0700, &0u16.to_le_bytes());
+        put_element(&mut body, 0x0800, &0u16.to_le_bytes());
+        put_element(&mut body, 0x1000, &even_uid("1.2.3.4.5"));
+        let mut out = Vec::new();
+        put_element(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn a_store_request_decodes() {
+        let command = Command::decode(&store_rq(7)).expect("decode");
+        assert_eq!(command.command_field, command_field::C_STORE_RQ);
+        assert_eq!(command.message_id, 7);
+        assert_eq!(
+            command.affected_sop_class_uid.as_deref(),
+            Some("1.2.840.10008.5.1.4.1.1.2")
+        );
+        assert_eq!(
+            command.affected_sop_instance_uid.as_deref(),
+            Some("1.2.3.4.5")
+        );
+        assert!(command.has_data_set());
+    }
+
+    #[test]
+    fn lying_lengths_and_truncation_are_refused() {
+        let mut bytes = store_rq(1);
+        // The last element is (0000,1000) with its 10-byte value "1.2.3.4.5\0".
+        let last = bytes.len() - 18;
+        bytes[last + 4..last + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Command::decode(&bytes),
+            Err(CommandError::LengthBeyondEnd { .. })
+        ));
+        let bytes = store_rq(1);
+        assert!(matches!(
+            Command::decode(&bytes[..bytes.len() - 3]),
+            Err(CommandError::LengthBeyondEnd { .. })
+        ));
+        assert!(matches!(
+            Command::decode(&bytes[..5]),
+            Err(CommandError::Truncated { .. })
+        ));
+        assert_eq!(
+            Command::decode(&[]),
+            Err(CommandError::Missing("Command Field (0000,0100)"))
+        );
+    }
+
+    #[test]
+    fn responses_read_back_through_dicom_object() {
+        let response = Response {
+            command_field: command_field::C_STORE_RSP,
+            message_id_being_responded_to: 513,
+            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            affected_sop_instance_uid: Some("1.2.3"),
+            status: Status::OUT_OF_RESOURCES,
+            error_comment: Some("disk below reserve\\ é"),
+        };
+        let bytes = response.encode();
+        let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+        let object = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts).expect("parse");
+        let us = |tag| {
+            object
+                .element(tag)
+                .expect("element")
+                .to_int::<u16>()
+                .expect("us")
+        };
+        let text = |tag| {
+            object
+                .element(tag)
+                .expect("element")
+                .to_str()
+                .expect("str")
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        assert_eq!(us(tags::COMMAND_FIELD), 0x8001);
+        assert_eq!(us(tags::MESSAGE_ID_BEING_RESPONDED_TO), 513);
+        assert_eq!(us(tags::STATUS), 0xA700);
+        assert_eq!(us(tags::COMMAND_DATA_SET_TYPE), NO_DATA_SET);
+        assert_eq!(text(tags::AFFECTED_SOP_INSTANCE_UID), "1.2.3");
+        assert_eq!(text(tags::ERROR_COMMENT), "disk below reserve? ?");
+        let group_length = object
+            .element(tags::COMMAND_GROUP_LENGTH)
+            .expect("gl")
+            .to_int::<u32>()
+            .expect("ul");
+        assert_eq!(group_length as usize, bytes.len() - 12);
+    }
+
+    #[test]
+    fn uid_validation_table() {
+        let cases = [
+            ("1.2.840.10008.5.1.4.1.1.2", true),
+            ("2.25.329800735698586629295641978511506172918", true),
+            ("0.1", true),
+            ("", false),
+            ("1..2", false),
+            ("1.02", false),
+            ("../../etc/passwd", false),
+            ("1.2/3", false),
+            ("1.2.3.", false),
+            ("1.2 .3", false),
+            (&"1.".repeat(32), false),
+            (&format!("1{}", ".1".repeat(31)), true),
+            (&format!("1{}", ".1".repeat(32)), false),
+        ];
+        for (uid, valid) in cases {
+            assert_eq!(is_valid_uid(uid), valid, "{uid:?}");
+        }
+    }
+}

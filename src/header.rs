@@ -1,0 +1,198 @@
+//! The header of a received instance: the attributes simgate indexes and judges, read with
+//! dicom-object from the bounded, length-checked bytes that [`crate::scan`] copied.
+//!
+//! [`InstanceHeader`] is what the receive path hands to every later stage (index, naming,
+//! forwarding): they never re-read the file.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde::Serialize;
+
+use crate::dimse::is_valid_uid;
+use crate::scan::{self, Encoding};
+
+/// One item of a code sequence (PS3.3 8.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeItem {
+    pub code_value: String,
+    pub coding_scheme_designator: String,
+    pub code_meaning: String,
+}
+
+/// What simgate keeps of each instance's header. Missing attributes are empty strings (or
+/// `None` for numbers), as DICOM type 2 attributes would be.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InstanceHeader {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub accession_number: String,
+    pub modality: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub study_description: String,
+    pub series_description: String,
+    pub protocol_name: String,
+    pub station_name: String,
+    pub manufacturer: String,
+    pub manufacturer_model_name: String,
+    pub requested_procedure_description: String,
+    pub image_comments: String,
+    pub procedure_codes: Vec<CodeItem>,
+    pub requested_procedure_codes: Vec<CodeItem>,
+    /// Values of Image Type, e.g. `["ORIGINAL", "PRIMARY", "AXIAL"]`.
+    pub image_type: Vec<String>,
+    pub series_number: Option<i64>,
+    pub instance_number: Option<i64>,
+    pub image_position_patient: Option<[f64; 3]>,
+    pub frame_of_reference_uid: String,
+}
+
+/// Why a header could not be read; each becomes a 0xC000-range status with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("malformed data set: {0}")]
+    Structure(#[from] scan::ScanError),
+    #[error("transfer syntax {0} is not known")]
+    UnknownTransferSyntax(String),
+    #[error("data set cannot be parsed")]
+    Parse(#[source] dicom_object::ReadError),
+    #[error("data set lacks {0}")]
+    Missing(&'static str),
+    #[error("{attribute} {value:?} is not a valid UID")]
+    InvalidUid {
+        attribute: &'static str,
+        value: String,
+    },
+}
+
+impl InstanceHeader {
+    /// Parses header bytes copied by [`scan::DatasetScanner`] in the given transfer syntax.
+    pub fn parse(header_bytes: &[u8], transfer_syntax_uid: &str) -> Result<Self, HeaderError> {
+        let encoding = Encoding::of_transfer_syntax(transfer_syntax_uid)
+            .ok_or_else(|| HeaderError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
+        scan::check_nested_lengths(header_bytes, encoding)?;
+        let ts = TransferSyntaxRegistry
+            .get(transfer_syntax_uid)
+            .ok_or_else(|| HeaderError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
+        let object =
+            InMemDicomObject::read_dataset_with_ts(header_bytes, ts).map_err(HeaderError::Parse)?;
+        Self::from_object(&object)
+    }
+
+    pub fn from_object(object: &InMemDicomObject) -> Result<Self, HeaderError> {
+        let header = InstanceHeader {
+            sop_class_uid: text(object, tags::SOP_CLASS_UID),
+            sop_instance_uid: text(object, tags::SOP_INSTANCE_UID),
+            study_instance_uid: text(object, tags::STUDY_INSTANCE_UID),
+            series_instance_uid: text(object, tags::SERIES_INSTANCE_UID),
+            patient_id: text(object, tags::PATIENT_ID),
+            patient_name: text(object, tags::PATIENT_NAME),
+            accession_number: text(object, tags::ACCESSION_NUMBER),
+            modality: text(object, tags::MODALITY),
+            study_date: text(object, tags::STUDY_DATE),
+            study_time: text(object, tags::STUDY_TIME),
+            study_description: text(object, tags::STUDY_DESCRIPTION),
+            series_description: text(object, tags::SERIES_DESCRIPTION),
+            protocol_name: text(object, tags::PROTOCOL_NAME),
+            station_name: text(object, tags::STATION_NAME),
+            manufacturer: text(object, tags::MANUFACTURER),
+            manufacturer_model_name: text(object, tags::MANUFACTURER_MODEL_NAME),
+            requested_procedure_description: text(object, tags::REQUESTED_PROCEDURE_DESCRIPTION),
+            image_comments: text(object, tags::IMAGE_COMMENTS),
+            procedure_codes: codes(object, tags::PROCEDURE_CODE_SEQUENCE),
+            requested_procedure_codes: codes(object, tags::REQUESTED_PROCEDURE_CODE_SEQUENCE),
+            image_type: multi_text(object, tags::IMAGE_TYPE),
+            series_number: integer(object, tags::SERIES_NUMBER),
+            instance_number: integer(object, tags::INSTANCE_NUMBER),
+            image_position_patient: position(object),
+            frame_of_reference_uid: text(object, tags::FRAME_OF_REFERENCE_UID),
+        };
+        for (attribute, value) in [
+            ("SOP Class UID (0008,0016)", &header.sop_class_uid),
+            ("SOP Instance UID (0008,0018)", &header.sop_instance_uid),
+            ("Study Instance UID (0020,000D)", &header.study_instance_uid),
+            (
+                "Series Instance UID (0020,000E)",
+                &header.series_instance_uid,
+            ),
+        ] {
+            if value.is_empty() {
+                return Err(HeaderError::Missing(attribute));
+            }
+            if !is_valid_uid(value) {
+                return Err(HeaderError::InvalidUid {
+                    attribute,
+                    value: value.chars().take(80).collect(),
+                });
+            }
+        }
+        Ok(header)
+    }
+}
+
+fn text(object: &InMemDicomObject, tag: Tag) -> String {
+    object
+        .element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| {
+            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn multi_text(object: &InMemDicomObject, tag: Tag) -> Vec<String> {
+    object
+        .element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_str().ok())
+        .map(|values| values.iter().map(|v| v.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn integer(object: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    object.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
+}
+
+fn position(object: &InMemDicomObject) -> Option<[f64; 3]> {
+    let values = object
+        .element_opt(tags::IMAGE_POSITION_PATIENT)
+        .ok()
+        .flatten()?
+        .to_multi_float64()
+        .ok()?;
+    match values.as_slice() {
+        [x, y, z] => Some([*x, *y, *z]),
+        _ => None,
+    }
+}
+
+fn codes(object: &InMemDicomObject, tag: Tag) -> Vec<CodeItem> {
+    let Some(items) = object
+        .element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| CodeItem {
+            code_value: text(item, tags::CODE_VALUE),
+            coding_scheme_designator: text(item, tags::CODING_SCHEME_DESIGNATOR),
+            code_meaning: text(item, tags::CODE_MEANING),
+        })
+        .filter(|code| !code.code_value.is_empty())
+        .collect()
+}

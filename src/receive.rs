@@ -1,0 +1,357 @@
+//! One C-STORE, from its command to its status: the data set bytes are walked as they arrive
+//! ([`scan`]), kept in memory up to a bound and spilled to the partial file beyond it, hashed,
+//! made durable ([`spool`]), indexed ([`store`]), and only then answered with success.
+//! Every failure becomes a DIMSE failure status with a reason; nothing fails silently.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::config::ReloadablePolicy;
+use crate::dimse::Status;
+use crate::header::InstanceHeader;
+use crate::scan::{DatasetScanner, Encoding};
+use crate::spool::{PartTenMeta, PartialFile, Spool, SpoolError, StoredFile};
+use crate::store::{IndexHandle, IndexedInstance, RecordOutcome};
+
+/// Data set bytes held in memory per instance before they go to the partial file. A typical
+/// CT slice (512 KiB) never touches the disk before it is complete; an 80 MB RT Dose streams.
+const SPILL_THRESHOLD: usize = 4 * 1024 * 1024;
+
+/// What the receive path shares across associations.
+#[derive(Debug, Clone)]
+pub struct ReceiveContext {
+    pub spool: Arc<Spool>,
+    pub index: IndexHandle,
+    pub policy: watch::Receiver<Arc<ReloadablePolicy>>,
+}
+
+/// Who sent an instance and how.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub calling_ae_title: String,
+    pub called_ae_title: String,
+    pub peer: SocketAddr,
+}
+
+/// The identifying fields of a C-STORE request, already checked.
+#[derive(Debug, Clone)]
+pub struct StoreRequest {
+    pub affected_sop_class_uid: String,
+    pub affected_sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+}
+
+/// The answer to one C-STORE, with what happened for the association's log line.
+#[derive(Debug, Clone)]
+pub struct StoreResult {
+    pub status: Status,
+    pub error_comment: Option<String>,
+    pub outcome: Option<RecordOutcome>,
+    pub data_set_bytes: u64,
+}
+
+impl StoreResult {
+    fn failure(status: Status, comment: impl Into<String>, data_set_bytes: u64) -> Self {
+        Self {
+            status,
+            error_comment: Some(comment.into()),
+            outcome: None,
+            data_set_bytes,
+        }
+    }
+}
+
+/// Checks the free-space reserve; `Some(result)` when the instance must be refused.
+pub fn check_reserve(context: &ReceiveContext) -> Option<(Status, String)> {
+    let reserve = context.policy.borrow().reserve_free_bytes;
+    match context.spool.free_bytes() {
+        Ok(free) if free < reserve => Some((
+            Status::OUT_OF_RESOURCES,
+            format!("free space {free} bytes is below the reserve of {reserve} bytes"),
+        )),
+        Ok(_) => None,
+        Err(e) => Some((
+            Status::OUT_OF_RESOURCES,
+            format!("cannot read free space: {e}"),
+        )),
+    }
+}
+
+/// Bytes moved to a blocking thread and back: the partial file and the running hash.
+#[derive(Debug)]
+struct Spill {
+    file: PartialFile,
+    hasher: Sha256,
+}
+
+/// An instance whose data set is arriving.
+#[derive(Debug)]
+pub struct InstanceReceiver {
+    request: StoreRequest,
+    origin: Arc<Origin>,
+    context: ReceiveContext,
+    scanner: Option<DatasetScanner>,
+    /// The first structural problem found; the rest of the data set is then discarded.
+    refused: Option<String>,
+    buffer: Vec<u8>,
+    spill: Option<Spill>,
+    bytes: u64,
+}
+
+impl InstanceReceiver {
+    pub fn new(request: StoreRequest, origin: Arc<Origin>, context: ReceiveContext) -> Self {
+        let scanner =
+            Encoding::of_transfer_syntax(&request.transfer_syntax_uid).map(DatasetScanner::new);
+        let refused = scanner.is_none().then(|| {
+            format!(
+                "transfer syntax {} cannot be stored",
+                request.transfer_syntax_uid
+            )
+        });
+        Self {
+            request,
+            origin,
+            context,
+            scanner,
+            refused,
+            buffer: Vec::new(),
+            spill: None,
+            bytes: 0,
+        }
+    }
+
+    /// Takes the next Data PDV's bytes.
+    pub async fn feed(&mut self, data: Vec<u8>) {
+        self.bytes += data.len() as u64;
+        if self.refused.is_some() {
+            return;
+        }
+        if let Some(scanner) = self.scanner.as_mut()
+            && let Err(e) = scanner.feed(&data)
+        {
+            self.refuse(e.to_string());
+            return;
+        }
+        if self.buffer.is_empty() {
+            self.buffer = data;
+        } else {
+            self.buffer.extend_from_slice(&data);
+        }
+        if self.buffer.len() >= SPILL_THRESHOLD
+            && let Err(e) = self.spill_buffer().await
+        {
+            self.refuse(format!("cannot write the instance: {e}"));
+        }
+    }
+
+    fn refuse(&mut self, why: String) {
+        self.refused = Some(why);
+        self.buffer = Vec::new();
+        self.spill = None; // dropping the partial file removes it
+    }
+
+    async fn spill_buffer(&mut self) -> Result<(), SpoolError> {
+        let chunk = std::mem::take(&mut self.buffer);
+        let spill = match self.spill.take() {
+            Some(spill) => spill,
+            None => {
+                let spool = Arc::clone(&self.context.spool);
+                let meta = self.meta_owned();
+                run_blocking(move || {
+                    Ok(Spill {
+                        file: spool.begin(&meta.as_meta())?,
+                        hasher: Sha256::new(),
+                    })
+                })
+                .await?
+            }
+        };
+        let spill = run_blocking(move || {
+            let mut spill = spill;
+            spill.hasher.update(&chunk);
+            spill.file.write(&chunk)?;
+            Ok(spill)
+        })
+        .await?;
+        self.spill = Some(spill);
+        Ok(())
+    }
+
+    fn meta_owned(&self) -> OwnedMeta {
+        OwnedMeta {
+            sop_class_uid: self.request.affected_sop_class_uid.clone(),
+            sop_instance_uid: self.request.affected_sop_instance_uid.clone(),
+            transfer_syntax_uid: self.request.transfer_syntax_uid.clone(),
+            source_ae_title: self.origin.calling_ae_title.clone(),
+        }
+    }
+
+    /// The last Data PDV has arrived: check, store, index, and say how it went.
+    pub async fn finish(mut self) -> StoreResult {
+        let bytes = self.bytes;
+        if let Some(why) = self.refused.take() {
+            return StoreResult::failure(Status::CANNOT_UNDERSTAND, why, bytes);
+        }
+        let header_bytes = match self.scanner.take().map(DatasetScanner::finish) {
+            Some(Ok(header)) => header,
+            Some(Err(e)) => {
+                return StoreResult::failure(
+                    Status::CANNOT_UNDERSTAND,
+                    format!("malformed data set: {e}"),
+                    bytes,
+                );
+            }
+            None => {
+                return StoreResult::failure(
+                    Status::CANNOT_UNDERSTAND,
+                    "data set cannot be walked",
+                    bytes,
+                );
+            }
+        };
+        let header = match InstanceHeader::parse(&header_bytes, &self.request.transfer_syntax_uid) {
+            Ok(header) => header,
+            Err(e) => return StoreResult::failure(Status::CANNOT_UNDERSTAND, e.to_string(), bytes),
+        };
+        if header.sop_class_uid != self.request.affected_sop_class_uid {
+            return StoreResult::failure(
+                Status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                "SOP Class UID in the data set differs from the command",
+                bytes,
+            );
+        }
+        if header.sop_instance_uid != self.request.affected_sop_instance_uid {
+            return StoreResult::failure(
+                Status::CANNOT_UNDERSTAND,
+                "SOP Instance UID in the data set differs from the command",
+                bytes,
+            );
+        }
+        if let Some((status, why)) = check_reserve(&self.context) {
+            return StoreResult::failure(status, why, bytes);
+        }
+
+        let (stored, content_hash) = match self.persist().await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(cause = %error_chain(&e), "cannot store instance");
+                return StoreResult::failure(
+                    Status::OUT_OF_RESOURCES,
+                    format!("storage failure: {e}"),
+                    bytes,
+                );
+            }
+        };
+        let instance = IndexedInstance {
+            header,
+            transfer_syntax_uid: self.request.transfer_syntax_uid.clone(),
+            calling_ae_title: self.origin.calling_ae_title.clone(),
+            called_ae_title: self.origin.called_ae_title.clone(),
+            peer_address: self.origin.peer.to_string(),
+            received_at: now_rfc3339(),
+            file_size: stored.file_size,
+            file_path: stored.relative_path.clone(),
+            content_hash,
+        };
+        let outcome = match self.context.index.record(instance).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(cause = %error_chain(&e), "cannot index instance");
+                return StoreResult::failure(
+                    Status::OUT_OF_RESOURCES,
+                    format!("database failure: {e}"),
+                    bytes,
+                );
+            }
+        };
+        if let RecordOutcome::Replaced { old_file_path } = &outcome {
+            tracing::info!(
+                sop_instance_uid = %self.request.affected_sop_instance_uid,
+                "re-sent instance with different content replaced the stored one"
+            );
+            let spool = Arc::clone(&self.context.spool);
+            let old = old_file_path.clone();
+            if let Err(e) = run_blocking(move || spool.remove(&old)).await {
+                tracing::warn!(cause = %error_chain(&e), "replaced file could not be removed");
+            }
+        }
+        StoreResult {
+            status: Status::SUCCESS,
+            error_comment: None,
+            outcome: Some(outcome),
+            data_set_bytes: bytes,
+        }
+    }
+
+    /// Writes what is still in memory, flushes and renames the file into place.
+    async fn persist(&mut self) -> Result<(StoredFile, String), SpoolError> {
+        let spool = Arc::clone(&self.context.spool);
+        let meta = self.meta_owned();
+        let rest = std::mem::take(&mut self.buffer);
+        let spill = self.spill.take();
+        run_blocking(move || {
+            let (mut file, mut hasher) = match spill {
+                Some(Spill { file, hasher }) => (file, hasher),
+                None => (spool.begin(&meta.as_meta())?, Sha256::new()),
+            };
+            hasher.update(&rest);
+            file.write(&rest)?;
+            let content_hash = hex::encode(hasher.finalize());
+            let stored = spool.commit(file, &content_hash)?;
+            Ok((stored, content_hash))
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone)]
+struct OwnedMeta {
+    sop_class_uid: String,
+    sop_instance_uid: String,
+    transfer_syntax_uid: String,
+    source_ae_title: String,
+}
+
+impl OwnedMeta {
+    fn as_meta(&self) -> PartTenMeta<'_> {
+        PartTenMeta {
+            sop_class_uid: &self.sop_class_uid,
+            sop_instance_uid: &self.sop_instance_uid,
+            transfer_syntax_uid: &self.transfer_syntax_uid,
+            source_ae_title: &self.source_ae_title,
+        }
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(SpoolError::Io {
+            action: "finish blocking work for",
+            path: "spool".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// An error and all its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,233 @@
+//! The DICOM listener: accepts connections, applies the peer address allow-list and the
+//! association limit, and runs each association as a task under one cancellation token and
+//! task tracker. [`run`] takes an already-bound listener so tests can bind port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dicom_ul::Pdu;
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError, ReloadablePolicy};
+use crate::receive::{ReceiveContext, error_chain};
+use crate::spool::{Spool, SpoolError};
+use crate::store::{self, IndexHandle, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the storage folder")]
+    Spool(#[from] SpoolError),
+    #[error("cannot open the database")]
+    Store(#[from] StoreError),
+    #[error("cannot start the index writer")]
+    Thread(#[source] std::io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Requests in the index writer's queue; beyond this, receivers wait (backpressure).
+const INDEX_QUEUE: usize = 1024;
+
+/// Runs the gateway until `shutdown` is cancelled, then drains associations within the
+/// configured deadline.
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    policy: watch::Receiver<Arc<ReloadablePolicy>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
+    let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let (index, writer_thread) =
+        IndexHandle::spawn(conn, INDEX_QUEUE).map_err(ServerError::Thread)?;
+    let context = ReceiveContext {
+        spool,
+        index,
+        policy: policy.clone(),
+    };
+    let listener_config = Arc::new(config.listener.clone());
+    let associations = Arc::new(Semaphore::new(config.listener.max_associations));
+    let tracker = TaskTracker::new();
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        address: config.listener.bind,
+        source,
+    })?;
+    // Tests and scripts wait for this line: everything is open by now.
+    tracing::info!(
+        address = %local,
+        ae_title = %config.listener.ae_title,
+        storage = %config.storage.dir.display(),
+        durability = ?config.storage.durability,
+        "DICOM listener ready"
+    );
+
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::error!(cause = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // DIMSE is request/response: Nagle would delay every response (DICOM-NOTES).
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::warn!(%peer, cause = %e, "cannot set TCP_NODELAY");
+        }
+        let allowed_peers = &policy.borrow().allowed_peer_addresses;
+        if !allowed_peers.is_empty() && !allowed_peers.contains(&peer.ip()) {
+            tracing::warn!(%peer, "connection from an address outside listener.allowed_peer_addresses closed");
+            continue;
+        }
+        match Arc::clone(&associations).try_acquire_owned() {
+            Ok(permit) => {
+                let listener_config = Arc::clone(&listener_config);
+                let context = context.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    crate::association::serve(socket, peer, listener_config, context, shutdown)
+                        .await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, limit = config.listener.max_associations, "association limit reached: rejecting");
+                let timeout = config.listener.idle_timeout;
+                tracker.spawn(async move {
+                    if let Err(e) = tokio::time::timeout(timeout, reject_busy(socket)).await {
+                        tracing::debug!(%peer, cause = %e, "busy rejection timed out");
+                    }
+                });
+            }
+        }
+    }
+
+    tracing::info!(
+        associations = tracker.len(),
+        deadline_s = config.listener.shutdown_deadline.as_secs(),
+        "shutting down: no new associations; finishing the ones in progress"
+    );
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(config.listener.shutdown_deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown deadline passed; leaving unfinished associations"
+        );
+        return Ok(());
+    }
+    drop(context);
+    // Every handle is gone: the writer finishes its last batch and stops.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Answers an association request with A-ASSOCIATE-RJ (transient, local limit exceeded),
+/// as DCMTK does when it has no room, so the peer retries later instead of seeing a reset.
+async fn reject_busy(mut socket: TcpStream) {
+    let mut head = [0u8; 6];
+    if socket.read_exact(&mut head).await.is_err() || head[0] != 0x01 {
+        return;
+    }
+    let length = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as u64;
+    // An A-ASSOCIATE-RQ is a few KiB; read it (bounded) so the peer sees our answer.
+    let mut rest = (&mut socket).take(length.min(64 * 1024));
+    if tokio::io::copy(&mut rest, &mut tokio::io::sink())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let rejection = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut bytes = Vec::new();
+    if dicom_ul::write_pdu(&mut bytes, &rejection).is_ok() {
+        let _ = socket.write_all(&bytes).await;
+        let _ = socket.shutdown().await;
+    }
+}
+
+/// `simgate serve`: loads the config, binds, handles signals (SIGTERM and Ctrl-C drain and
+/// stop; SIGHUP re-reads the reloadable keys) and runs until stopped.
+pub async fn serve(config_path: PathBuf) -> Result<(), ServerError> {
+    let config = Arc::new(Config::load(&config_path)?);
+    let listener = TcpListener::bind(config.listener.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.listener.bind,
+            source,
+        })?;
+    let (policy_tx, policy) = watch::channel(Arc::new(config.reloadable_policy()));
+    let shutdown = CancellationToken::new();
+    spawn_signal_handlers(config_path, policy_tx, shutdown.clone())?;
+    run(listener, config, policy, shutdown).await
+}
+
+fn spawn_signal_handlers(
+    config_path: PathBuf,
+    policy: watch::Sender<Arc<ReloadablePolicy>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); }
+                _ = interrupt.recv() => { tracing::info!("interrupt received"); shutdown.cancel(); }
+                _ = hangup.recv() => reload(&config_path, &policy),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Re-reads the config file; only the reloadable keys take effect, the rest need a restart.
+fn reload(config_path: &std::path::Path, policy: &watch::Sender<Arc<ReloadablePolicy>>) {
+    match Config::load(config_path) {
+        Ok(config) => {
+            let next = config.reloadable_policy();
+            policy.send_replace(Arc::new(next.clone()));
+            tracing::info!(
+                reserve_free_bytes = next.reserve_free_bytes,
+                allowed_calling_ae_titles = next.allowed_calling_ae_titles.len(),
+                allowed_peer_addresses = next.allowed_peer_addresses.len(),
+                "configuration reloaded"
+            );
+        }
+        Err(e) => {
+            tracing::error!(cause = %error_chain(&e), "configuration not reloaded; keeping the previous one")
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The durable spool: each received instance becomes one Part-10 file, written under a
+//! temporary name, flushed, and renamed into place under a name derived from the SHA-256 of
+//! its data set. A name never comes from a tag value. Everything here is blocking I/O: the
+//! async side calls it through `spawn_blocking`.
+//!
+//! Layout under `storage.dir`: `tmp/*.part` (in progress, removed at start), and
+//! `spool/<first two hex digits>/<sha256>.dcm` (final).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dicom_object::meta::FileMetaTableBuilder;
+
+use crate::config::Durability;
+
+/// simgate's Implementation Class UID (a UUID-derived 2.25 root) and version, in every meta header.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.148712617542390174935125618224936720101";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("SIMGATE_", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the file meta information")]
+    Meta(#[source] dicom_object::meta::Error),
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
+    move |source| SpoolError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where an instance's file ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Relative to the storage folder, with `/` separators: what the index records.
+    pub relative_path: String,
+    /// Size of the whole Part-10 file.
+    pub file_size: u64,
+    /// True when a file with the same data set was already in place (an identical re-send).
+    pub already_present: bool,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    root: PathBuf,
+    tmp: PathBuf,
+    durability: Durability,
+    counter: AtomicU64,
+}
+
+impl Spool {
+    /// Creates the folders if needed and removes what a previous run left half-written.
+    pub fn open(storage_dir: &Path, durability: Durability) -> Result<Spool, SpoolError> {
+        let root = storage_dir.join("spool");
+        let tmp = storage_dir.join("tmp");
+        for dir in [storage_dir, &root, &tmp] {
+            fs::create_dir_all(dir).map_err(io_error("create folder", dir))?;
+        }
+        let mut removed = 0usize;
+        for entry in fs::read_dir(&tmp).map_err(io_error("list", &tmp))? {
+            let entry = entry.map_err(io_error("list", &tmp))?;
+            if entry.path().extension().is_some_and(|ext| ext == "part") {
+                fs::remove_file(entry.path()).map_err(io_error("remove", &entry.path()))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed unfinished files left by an earlier run");
+        }
+        Ok(Spool {
+            root,
+            tmp,
+            durability,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn storage_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
+    }
+
+    /// Bytes available to simgate on the storage file system.
+    pub fn free_bytes(&self) -> Result<u64, SpoolError> {
+        let stat = rustix::fs::statvfs(&self.root).map_err(|e| SpoolError::Io {
+            action: "read free space of",
+            path: self.root.clone(),
+            source: e.into(),
+        })?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Starts a new file: the preamble and meta header are written at once, the data set
+    /// bytes follow through [`PartialFile::write`].
+    pub fn begin(&self, meta: &PartTenMeta<'_>) -> Result<PartialFile, SpoolError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_error("create", &path))?;
+        let mut partial = PartialFile {
+            file: Some(file),
+            path,
+            written: 0,
+        };
+        let head = meta.encode()?;
+        partial.write(&head)?;
+        Ok(partial)
+    }
+
+    /// Makes a finished file durable and visible under its final name.
+    pub fn commit(
+        &self,
+        mut partial: PartialFile,
+        content_hash: &str,
+    ) -> Result<StoredFile, SpoolError> {
+        let file = partial
+            .file
+            .take()
+            .expect("a partial file is committed once");
+        if self.durability == Durability::Fsync {
+            file.sync_data().map_err(io_error("flush", &partial.path))?;
+        }
+        drop(file);
+        let shard = &content_hash[..2];
+        let shard_dir = self.root.join(shard);
+        if !shard_dir.is_dir() {
+            fs::create_dir_all(&shard_dir).map_err(io_error("create folder", &shard_dir))?;
+            self.sync_dir(&self.root)?;
+        }
+        let file_name = format!("{content_hash}.dcm");
+        let final_path = shard_dir.join(&file_name);
+        let relative_path = format!("spool/{shard}/{file_name}");
+        let file_size = partial.written;
+        if final_path.exists() {
+            // Same data set bytes as a file already in place: keep that one.
+            fs::remove_file(&partial.path).map_err(io_error("remove", &partial.path))?;
+            return Ok(StoredFile {
+                relative_path,
+                file_size,
+                already_present: true,
+            });
+        }
+        fs::rename(&partial.path, &final_path)
+            .map_err(io_error("rename into place", &final_path))?;
+        self.sync_dir(&shard_dir)?;
+        Ok(StoredFile {
+            relative_path,
+            file_size,
+            already_present: false,
+        })
+    }
+
+    /// Removes a file the index no longer refers to (a replaced instance).
+    pub fn remove(&self, relative_path: &str) -> Result<(), SpoolError> {
+        let path = self.storage_dir().join(relative_path);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), SpoolError> {
+        if self.durability == Durability::Fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error("flush folder", dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// A file being written under its temporary name; removed if dropped before commit.
+#[derive(Debug)]
+pub struct PartialFile {
+    file: Option<File>,
+    path: PathBuf,
+    written: u64,
+}
+
+impl PartialFile {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        let file = self.file.as_mut().expect("not committed");
+        file.write_all(bytes)
+            .map_err(io_error("write", &self.path))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What goes into the file meta information (group 0002) of a stored instance.
+#[derive(Debug, Clone)]
+pub struct PartTenMeta<'a> {
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub transfer_syntax_uid: &'a str,
+    pub source_ae_title: &'a str,
+}
+
+impl PartTenMeta<'_> {
+    /// The 128-byte preamble, `DICM` and the meta group, ready to precede the data set.
+    pub fn encode(&self) -> Result<Vec<u8>, SpoolError> {
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(self.sop_class_uid)
+            .media_storage_sop_instance_uid(self.sop_instance_uid)
+            .transfer_syntax(self.transfer_syntax_uid)
+            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+            .source_application_entity_title(self.source_ae_title)
+            .build()
+            .map_err(SpoolError::Meta)?;
+        let mut out = Vec::with_capacity(400);
+        out.extend_from_slice(&[0u8; 128]);
+        out.extend_from_slice(b"DICM");
+        meta.write(&mut out).map_err(SpoolError::Meta)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> PartTenMeta<'static> {
+        PartTenMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid: "1.2.3.4",
+            transfer_syntax_uid: "1.2.840.10008.1.2.1",
+            source_ae_title: "CTSIM",
+        }
+    }
+
+    #[test]
+    fn unfinished_files_are_removed_at_open_and_never_visible_under_a_final_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), Durability::Fsync).expect("open");
+        let mut partial = spool.begin(&meta()).expect("begin");
+        partial.write(b"half").expect("write");
+        std::mem::forget(partial); // as if the process died here
+        let spool = Spool::open(dir.path(), Durability::Fsync).expect("reopen");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool"))
+                .expect("spool")
+                .count(),
+            0
+        );
+        drop(spool);
+    }
+
+    #[test]
+    fn a_committed_file_is_named_by_hash_and_an_identical_one_is_deduplicated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), Durability::Os).expect("open");
+        let hash = "ab".repeat(32);
+        let mut first = spool.begin(&meta()).expect("begin");
+        first
+            .write(b"\x08\x00\x16\x00UI\x02\x001\0")
+            .expect("write");
+        let stored = spool.commit(first, &hash).expect("commit");
+        assert_eq!(stored.relative_path, format!("spool/ab/{hash}.dcm"));
+        assert!(!stored.already_present);
+        let bytes = fs::read(dir.path().join(&stored.relative_path)).expect("read");
+        assert_eq!(&bytes[128..132], b"DICM");
+        let second = spool.begin(&meta()).expect("begin");
+        let again = spool.commit(second, &hash).expect("commit");
+        assert!(again.already_present);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! The index writer: one thread owns the write connection and records instances in batches.
+//! Requests that arrive while a commit is under way are committed together (group commit),
+//! so parallel associations share one WAL sync; each request still gets its own outcome,
+//! because each runs in its own savepoint.
+
+use std::thread;
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use crate::header::{CodeItem, InstanceHeader};
+
+/// At most this many instances go into one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Everything the index records about one stored instance.
+#[derive(Debug, Clone)]
+pub struct IndexedInstance {
+    pub header: InstanceHeader,
+    pub transfer_syntax_uid: String,
+    pub calling_ae_title: String,
+    pub called_ae_title: String,
+    pub peer_address: String,
+    /// RFC 3339 UTC.
+    pub received_at: String,
+    pub file_size: u64,
+    pub file_path: String,
+    pub content_hash: String,
+}
+
+/// What recording an instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// A SOP Instance UID not seen before.
+    New,
+    /// The same SOP Instance UID with the same bytes: nothing changed.
+    Identical,
+    /// The same SOP Instance UID with different bytes: the index now points at the new file;
+    /// the old file (this path) is no longer referenced.
+    Replaced { old_file_path: String },
+}
+
+struct Request {
+    instance: IndexedInstance,
+    reply: oneshot::Sender<Result<RecordOutcome, StoreError>>,
+}
+
+/// The async side's handle on the writer thread. Cloning it is cheap.
+#[derive(Debug, Clone)]
+pub struct IndexHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+impl IndexHandle {
+    /// Starts the writer thread on an open, migrated connection. The thread ends when every
+    /// handle is dropped.
+    pub fn spawn(
+        conn: Connection,
+        queue_capacity: usize,
+    ) -> std::io::Result<(IndexHandle, thread::JoinHandle<()>)> {
+        let (requests, receiver) = mpsc::channel(queue_capacity.max(1));
+        let thread = thread::Builder::new()
+            .name("index-writer".into())
+            .spawn(move || run(conn, receiver))?;
+        Ok((IndexHandle { requests }, thread))
+    }
+
+    /// Records one instance; returns once the transaction holding it has committed.
+    pub async fn record(&self, instance: IndexedInstance) -> Result<RecordOutcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.requests
+            .send(Request { instance, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(mut conn: Connection, mut receiver: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = record_batch(&mut conn, &batch);
+        for (request, result) in batch.drain(..).zip(results) {
+            // The requester may have gone (association aborted): nothing to tell then.
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+fn record_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+) -> Vec<Result<RecordOutcome, StoreError>> {
+    let fail_all = |error: rusqlite::Error, n: usize| -> Vec<Result<RecordOutcome, StoreError>> {
+        tracing::error!(cause = %error, instances = n, "index transaction failed");
+        let error = Arc::new(error);
+        (0..n)
+            .map(|_| Err(StoreError::Commit(Arc::clone(&error))))
+            .collect()
+    };
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(e, batch.len()),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let result = (|| {
+            let savepoint = tx.savepoint()?;
+            let outcome = record(&savepoint, &request.instance)?;
+            savepoint.commit()?;
+            Ok(outcome)
+        })();
+        results.push(result.map_err(StoreError::Sql));
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => fail_all(e, batch.len()),
+    }
+}
+
+fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<RecordOutcome> {
+    let h = &instance.header;
+    let previous: Option<(String, String)> = tx
+        .prepare_cached(
+            "SELECT content_hash, file_path FROM instances WHERE sop_instance_uid = ?1",
+        )?
+        .query_row([&h.sop_instance_uid], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((hash, _)) = &previous
+        && *hash == instance.content_hash
+    {
+        return Ok(RecordOutcome::Identical);
+    }
+
+    tx.prepare_cached(
+        "INSERT INTO studies (study_instance_uid, patient_id, patient_name, accession_number,
+             study_date, study_time, study_description, requested_procedure_description,
+             first_received_at, last_received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT (study_instance_uid) DO UPDATE SET
+             last_received_at = excluded.last_received_at,
+             patient_id = coalesce(nullif(patient_id, ''), excluded.patient_id),
+             patient_name = coalesce(nullif(patient_name, ''), excluded.patient_name),
+             accession_number = coalesce(nullif(accession_number, ''), excluded.accession_number),
+             study_date = coalesce(nullif(study_date, ''), excluded.study_date),
+             study_time = coalesce(nullif(study_time, ''), excluded.study_time),
+             study_description = coalesce(nullif(study_description, ''), excluded.study_description),
+             requested_procedure_description = coalesce(nullif(requested_procedure_description, ''),
+                 excluded.requested_procedure_description)",
+    )?
+    .execute(params![
+        h.study_instance_uid,
+        h.patient_id,
+        h.patient_name,
+        h.accession_number,
+        h.study_date,
+        h.study_time,
+        h.study_description,
+        h.requested_procedure_description,
+        instance.received_at,
+    ])?;
+    insert_codes(tx, &h.study_instance_uid, "procedure", &h.procedure_codes)?;
+    insert_codes(
+        tx,
+        &h.study_instance_uid,
+        "requested_procedure",
+        &h.requested_procedure_codes,
+    )?;
+
+    tx.prepare_cached(
+        "INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number,
+             series_description, protocol_name, station_name, manufacturer, manufacturer_model_name,
+             frame_of_reference_uid, first_received_at, last_received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+         ON CONFLICT (series_instance_uid) DO UPDATE SET
+             last_received_at = excluded.last_received_at,
+             series_description = coalesce(nullif(series_description, ''), excluded.series_description),
+             protocol_name = coalesce(nullif(protocol_name, ''), excluded.protocol_name),
+             station_name = coalesce(nullif(station_name, ''), excluded.station_name),
+             frame_of_reference_uid = coalesce(nullif(frame_of_reference_uid, ''), excluded.frame_of_reference_uid)",
+    )?
+    .execute(params![
+        h.series_instance_uid,
+        h.study_instance_uid,
+        h.modality,
+        h.series_number,
+        h.series_description,
+        h.protocol_name,
+        h.station_name,
+        h.manufacturer,
+        h.manufacturer_model_name,
+        h.frame_of_reference_uid,
+        instance.received_at,
+    ])?;
+
+    let image_type = h.image_type.join("\\");
+    let position = h
+        .image_position_patient
+        .map(|[x, y, z]| format!("{x}\\{y}\\{z}"))
+        .unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO instances (sop_instance_uid, series_instance_uid, sop_class_uid, instance_number,
+             image_type, image_position_patient, frame_of_reference_uid, image_comments,
+             transfer_syntax_uid, calling_ae_title, called_ae_title, peer_address, received_at,
+             file_size, file_path, content_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (sop_instance_uid) DO UPDATE SET
+             series_instance_uid = excluded.series_instance_uid,
+             sop_class_uid = excluded.sop_class_uid,
+             instance_number = excluded.instance_number,
+             image_type = excluded.image_type,
+             image_position_patient = excluded.image_position_patient,
+             frame_of_reference_uid = excluded.frame_of_reference_uid,
+             image_comments = excluded.image_comments,
+             transfer_syntax_uid = excluded.transfer_syntax_uid,
+             calling_ae_title = excluded.calling_ae_title,
+             called_ae_title = excluded.called_ae_title,
+             peer_address = excluded.peer_address,
+             received_at = excluded.received_at,
+             file_size = excluded.file_size,
+             file_path = excluded.file_path,
+             content_hash = excluded.content_hash",
+    )?
+    .execute(params![
+        h.sop_instance_uid,
+        h.series_instance_uid,
+        h.sop_class_uid,
+        h.instance_number,
+        image_type,
+        position,
+        h.frame_of_reference_uid,
+        h.image_comments,
+        instance.transfer_syntax_uid,
+        instance.calling_ae_title,
+        instance.called_ae_title,
+        instance.peer_address,
+        instance.received_at,
+        instance.file_size as i64,
+        instance.file_path,
+        instance.content_hash,
+    ])?;
+
+    match previous {
+        None => Ok(RecordOutcome::New),
+        Some((old_hash, old_file_path)) => {
+            tx.prepare_cached(
+                "INSERT INTO instance_replacements (sop_instance_uid, replaced_at, old_content_hash,
+                     new_content_hash, calling_ae_title, peer_address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                h.sop_instance_uid,
+                instance.received_at,
+                old_hash,
+                instance.content_hash,
+                instance.calling_ae_title,
+                instance.peer_address,
+            ])?;
+            Ok(RecordOutcome::Replaced { old_file_path })
+        }
+    }
+}
+
+fn insert_codes(
+    tx: &Connection,
+    study: &str,
+    sequence: &str,
+    codes: &[CodeItem],
+) -> rusqlite::Result<()> {
+    if codes.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO study_procedure_codes
+             (study_instance_uid, sequence, code_value, coding_scheme_designator, code_meaning)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for code in codes {
+        stmt.execute(params![
+            study,
+            sequence,
+            code.code_value,
+            code.coding_scheme_designator,
+            code.code_meaning
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+
+    fn instance(sop: &str, hash: &str) -> IndexedInstance {
+        IndexedInstance {
+            header: InstanceHeader {
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                sop_instance_uid: sop.into(),
+                study_instance_uid: "1.2.3".into(),
+                series_instance_uid: "1.2.3.4".into(),
+                study_description: "CT SIM".into(),
+                procedure_codes: vec![CodeItem {
+                    code_value: "RPID6010".into(),
+                    coding_scheme_designator: "RADLEX".into(),
+                    code_meaning: "CT Treatment Planning Simple".into(),
+                }],
+                ..InstanceHeader::default()
+            },
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            calling_ae_title: "CTSIM".into(),
+            called_ae_title: "SIMGATE".into(),
+            peer_address: "127.0.0.1:5000".into(),
+            received_at: "2026-11-29T10:00:00Z".into(),
+            file_size: 10,
+            file_path: format!("spool/{}/{hash}.dcm", &hash[..2]),
+            content_hash: hash.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn new_identical_and_replaced_instances_are_told_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn =
+            super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        let (index, thread) = IndexHandle::spawn(conn, 8).expect("spawn");
+        assert_eq!(
+            index
+                .record(instance("1.2.3.4.1", "aa11"))
+                .await
+                .expect("record"),
+            RecordOutcome::New
+        );
+        assert_eq!(
+            index
+                .record(instance("1.2.3.4.1", "aa11"))
+                .await
+                .expect("record"),
+            RecordOutcome::Identical
+        );
+        assert_eq!(
+            index
+                .record(instance("1.2.3.4.1", "bb22"))
+                .await
+                .expect("record"),
+            RecordOutcome::Replaced {
+                old_file_path: "spool/aa/aa11.dcm".into()
+            }
+        );
+        drop(index);
+        thread.join().expect("join");
+        let conn = super::super::open_existing(&dir.path().join("simgate.db")).expect("open");
+        let rows = super::super::instances(&conn).expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].content_hash, "bb22");
+        let replacements: i64 = conn
+            .query_row("SELECT count(*) FROM instance_replacements", [], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(replacements, 1);
+        let codes: i64 = conn
+            .query_row("SELECT count(*) FROM study_procedure_codes", [], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(codes, 1, "the same code from every instance is kept once");
+    }
+}

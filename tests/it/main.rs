@@ -1,0 +1,7 @@
+//! Integration tests: the real simgate binary against DCMTK peers and raw sockets on loopback.
+
+mod cli;
+mod durability;
+mod malformed;
+mod receive;
+mod support;

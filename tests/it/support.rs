@@ -1,0 +1,394 @@
+//! Test harness: starts the real `simgate` binary on an ephemeral port with a temporary
+//! storage folder, and drives it with DCMTK tools and raw sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One running simgate with its own folder, config and log.
+pub struct App {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl App {
+    /// Starts simgate with the default settings for tests plus `extra` lines appended to the
+    /// `[listener]` table and `storage_extra` to `[storage]`.
+    pub fn spawn_with(listener_extra: &str, storage_extra: &str) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("simgate.toml");
+        let config = format!(
+            "[listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\nidle_timeout = \"20s\"\nshutdown_deadline = \"10s\"\n{listener_extra}\n\
+             [storage]\ndir = \"data\"\n{storage_extra}\n"
+        );
+        let config = if storage_extra.contains("reserve_free_bytes") {
+            config
+        } else {
+            config.replace("[storage]\n", "[storage]\nreserve_free_bytes = \"0 B\"\n")
+        };
+        std::fs::write(&config_path, config).expect("write config");
+        let mut app = App {
+            dir,
+            config_path,
+            port: 0,
+            child: None,
+            starts: 0,
+        };
+        app.start();
+        app
+    }
+
+    pub fn spawn() -> App {
+        Self::spawn_with("", "")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self, start: u32) -> PathBuf {
+        self.dir.path().join(format!("simgate-{start}.log"))
+    }
+
+    /// The log of the current run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// (Re)starts the process and waits until it listens.
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_simgate"))
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info,simgate=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn simgate");
+        self.child = Some(child);
+        let line = self.wait_for_log("DICOM listener ready");
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .expect("address in ready line");
+        self.port = address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_log_count(needle, 1)
+    }
+
+    /// Waits until `needle` has appeared `count` times in this run's log.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+            if lines.len() >= count {
+                return lines[count - 1].to_string();
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("no {count} log lines with {needle:?} within {DEADLINE:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Sends a signal by name (TERM, HUP) with the system's kill.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!(
+                    "simgate did not exit within {DEADLINE:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory of the running process (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.data_dir().join("simgate.db")).expect("open db");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
+    pub fn storescu(&self, files: &[PathBuf]) -> Output {
+        self.storescu_as("CTSIM", files, &[])
+    }
+
+    pub fn storescu_as(&self, calling_ae: &str, files: &[PathBuf], extra: &[&str]) -> Output {
+        let mut cmd = dcmtk("storescu");
+        cmd.args(["-aet", calling_ae, "-aec", "SIMGATE"])
+            .args(extra);
+        cmd.arg("127.0.0.1").arg(self.port.to_string()).args(files);
+        cmd.output().expect("run storescu")
+    }
+
+    pub fn echoscu_as(&self, calling_ae: &str, called_ae: &str) -> Output {
+        dcmtk("echoscu")
+            .args(["-aet", calling_ae, "-aec", called_ae, "127.0.0.1"])
+            .arg(self.port.to_string())
+            .output()
+            .expect("run echoscu")
+    }
+
+    pub fn echoscu(&self) -> Output {
+        self.echoscu_as("CTSIM", "SIMGATE")
+    }
+
+    /// Runs a `simgate` CLI command against this app's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_simgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run simgate")
+    }
+
+    /// Rewrites the config file through `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        std::fs::write(&self.config_path, edit(text)).expect("write config");
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A DCMTK tool with Nagle disabled (DCMTK leaves it on otherwise: ~45 ms per message).
+pub fn dcmtk(tool: &str) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env("TCP_NODELAY", "1");
+    cmd
+}
+
+pub fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The data set bytes of a Part-10 file: everything after the file meta group.
+pub fn dataset_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("read file");
+    assert_eq!(
+        &bytes[128..132],
+        b"DICM",
+        "{} is not Part-10",
+        path.display()
+    );
+    // (0002,0000) UL group length, explicit VR little endian: tag 4, VR 2, length 2, value 4.
+    assert_eq!(&bytes[132..138], &[0x02, 0x00, 0x00, 0x00, b'U', b'L']);
+    let group_length =
+        u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]) as usize;
+    bytes[144 + group_length..].to_vec()
+}
+
+/// The transfer syntax UID in a Part-10 file's meta header.
+pub fn transfer_syntax(path: &Path) -> String {
+    let object = dicom_object::open_file(path).expect("open");
+    object
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// Lines of a child's output, as they come, for tests that act in the middle of a transfer.
+pub fn spawn_lines(mut cmd: Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// All files below a folder, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_below(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// DCMTK's storescp in bit-preserving mode: what a store SCU actually sends on the wire, for
+/// comparison (storescu re-encodes some data sets, e.g. sequence lengths, while sending).
+pub struct ReferenceScp {
+    pub dir: TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl ReferenceScp {
+    pub fn start() -> ReferenceScp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Ask the kernel for a free port, then hand it to storescp.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = dcmtk("storescp")
+            .args(["+B", "-pm", "+xa", "-aet", "REFERENCE", "-od"])
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn storescp");
+        let scp = ReferenceScp { dir, port, child };
+        let start = Instant::now();
+        loop {
+            let ok = dcmtk("echoscu")
+                .args(["-aec", "REFERENCE", "127.0.0.1"])
+                .arg(port.to_string())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return scp;
+            }
+            assert!(start.elapsed() < DEADLINE, "storescp did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `files` with storescu (same options as to simgate) and returns the data set bytes
+    /// storescp received, by SOP Instance UID.
+    pub fn received(
+        &self,
+        files: &[PathBuf],
+        extra: &[&str],
+    ) -> std::collections::HashMap<String, Vec<u8>> {
+        let output = dcmtk("storescu")
+            .args(["-aet", "CTSIM", "-aec", "REFERENCE"])
+            .args(extra)
+            .arg("127.0.0.1")
+            .arg(self.port.to_string())
+            .args(files)
+            .output()
+            .expect("storescu");
+        assert_success(&output, "storescu to the reference storescp");
+        files_below(self.dir.path())
+            .into_iter()
+            .map(|path| {
+                let object = dicom_object::open_file(&path).expect("reference file");
+                let sop = object
+                    .meta()
+                    .media_storage_sop_instance_uid()
+                    .trim_end_matches('\0')
+                    .to_string();
+                (sop, dataset_bytes(&path))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ReferenceScp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
