@@ -303,3 +303,44 @@ fn a_command_split_over_several_pdvs_and_several_pdvs_per_pdu_are_handled() {
     association.release().expect("release");
     assert_eq!(app.count("SELECT count(*) FROM instances"), 1);
 }
+
+#[test]
+fn an_association_over_the_limit_is_rejected_as_transient_and_others_carry_on() {
+    let app = App::spawn_with("max_associations = 1", "");
+    let association = associate(&app);
+    let refused = app.echoscu();
+    assert!(!refused.status.success());
+    let output = crate::support::text(&refused);
+    assert!(output.contains("Local Limit Exceeded"), "{output}");
+    association.release().expect("release");
+    // The slot frees up once the first association has ended.
+    app.wait_for_log("outcome=released");
+    assert_success(&app.echoscu(), "echoscu once the slot is free");
+}
+
+#[test]
+fn a_peer_address_outside_the_allow_list_is_disconnected() {
+    let app = App::spawn_with("allowed_peer_addresses = [\"192.0.2.1\"]", "");
+    let refused = app.echoscu();
+    assert!(
+        !refused.status.success(),
+        "{}",
+        crate::support::text(&refused)
+    );
+    app.wait_for_log("outside listener.allowed_peer_addresses");
+}
+
+#[test]
+fn a_silent_association_is_aborted_after_the_idle_timeout() {
+    let app = App::spawn_with("", "");
+    app.edit_config(|c| c.replace("idle_timeout = \"20s\"", "idle_timeout = \"1s\""));
+    let mut app = app;
+    app.kill9();
+    app.start();
+    let mut association = associate(&app);
+    // Say nothing: simgate aborts (A-ABORT, then closes) once the idle timeout passes.
+    let stream = association.inner_stream().try_clone().expect("clone");
+    expect_closed(stream);
+    app.wait_for_log("aborted");
+    assert_success(&app.echoscu(), "echoscu afterwards");
+}
