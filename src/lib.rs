@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod dimse;
 pub mod header;
+pub mod naming;
 pub mod receive;
 pub mod scan;
 pub mod server;
