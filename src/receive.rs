@@ -1,5 +1,5 @@
 //! One C-STORE, from its command to its status: the data set bytes are walked as they arrive
-//! ([`scan`]), kept in memory up to a bound and spilled to the partial file beyond it, hashed,
+//! ([`scan`]), written to the partial file and hashed as they arrive,
 //! made durable ([`spool`]), indexed ([`store`]), and only then answered with success.
 //! Every failure becomes a DIMSE failure status with a reason; nothing fails silently.
 
@@ -15,10 +15,6 @@ use crate::header::InstanceHeader;
 use crate::scan::{DatasetScanner, Encoding};
 use crate::spool::{PartTenMeta, PartialFile, Spool, SpoolError, StoredFile};
 use crate::store::{IndexHandle, IndexedInstance, RecordOutcome};
-
-/// Data set bytes held in memory per instance before they go to the partial file. A typical
-/// CT slice (512 KiB) never touches the disk before it is complete; an 80 MB RT Dose streams.
-const SPILL_THRESHOLD: usize = 4 * 1024 * 1024;
 
 /// What the receive path shares across associations.
 #[derive(Debug, Clone)]
@@ -80,25 +76,31 @@ pub fn check_reserve(context: &ReceiveContext) -> Option<(Status, String)> {
     }
 }
 
-/// Bytes moved to a blocking thread and back: the partial file and the running hash.
+/// The partial file and the running hash, moved to a blocking thread for each write and back.
 #[derive(Debug)]
-struct Spill {
+struct Sink {
     file: PartialFile,
     hasher: Sha256,
 }
 
-/// An instance whose data set is arriving.
+/// A write of one Data PDV under way on the blocking pool; it hands the sink back.
+type PendingWrite = tokio::task::JoinHandle<Result<Sink, SpoolError>>;
+
+/// An instance whose data set is arriving. Each Data PDV is written to the partial file (and
+/// hashed) on the blocking pool while the next one is being received, so disk and network
+/// overlap and memory stays at about two PDUs per association whatever the instance size.
 #[derive(Debug)]
 pub struct InstanceReceiver {
     request: StoreRequest,
     origin: Arc<Origin>,
     context: ReceiveContext,
     scanner: Option<DatasetScanner>,
-    /// The first structural problem found; the rest of the data set is then discarded.
+    /// The first problem found; the rest of the data set is then discarded.
     refused: Option<String>,
-    buffer: Vec<u8>,
-    spill: Option<Spill>,
+    sink: Option<Sink>,
+    pending: Option<PendingWrite>,
     bytes: u64,
+    started: std::time::Instant,
 }
 
 impl InstanceReceiver {
@@ -117,9 +119,10 @@ impl InstanceReceiver {
             context,
             scanner,
             refused,
-            buffer: Vec::new(),
-            spill: None,
+            sink: None,
+            pending: None,
             bytes: 0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -132,52 +135,46 @@ impl InstanceReceiver {
         if let Some(scanner) = self.scanner.as_mut()
             && let Err(e) = scanner.feed(&data)
         {
-            self.refuse(e.to_string());
+            self.refuse(e.to_string()).await;
             return;
         }
-        if self.buffer.is_empty() {
-            self.buffer = data;
-        } else {
-            self.buffer.extend_from_slice(&data);
-        }
-        if self.buffer.len() >= SPILL_THRESHOLD
-            && let Err(e) = self.spill_buffer().await
-        {
-            self.refuse(format!("cannot write the instance: {e}"));
-        }
-    }
-
-    fn refuse(&mut self, why: String) {
-        self.refused = Some(why);
-        self.buffer = Vec::new();
-        self.spill = None; // dropping the partial file removes it
-    }
-
-    async fn spill_buffer(&mut self) -> Result<(), SpoolError> {
-        let chunk = std::mem::take(&mut self.buffer);
-        let spill = match self.spill.take() {
-            Some(spill) => spill,
-            None => {
-                let spool = Arc::clone(&self.context.spool);
-                let meta = self.meta_owned();
-                run_blocking(move || {
-                    Ok(Spill {
-                        file: spool.begin(&meta.as_meta())?,
-                        hasher: Sha256::new(),
-                    })
-                })
-                .await?
+        // Wait for the previous write (usually done by now), then start this one.
+        let sink = match self.settle().await {
+            Ok(sink) => sink,
+            Err(e) => {
+                self.refuse(format!("cannot write the instance: {e}")).await;
+                return;
             }
         };
-        let spill = run_blocking(move || {
-            let mut spill = spill;
-            spill.hasher.update(&chunk);
-            spill.file.write(&chunk)?;
-            Ok(spill)
-        })
-        .await?;
-        self.spill = Some(spill);
-        Ok(())
+        let spool = Arc::clone(&self.context.spool);
+        let meta = self.meta_owned();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut sink = match sink {
+                Some(sink) => sink,
+                None => Sink {
+                    file: spool.begin(&meta.as_meta())?,
+                    hasher: Sha256::new(),
+                },
+            };
+            sink.hasher.update(&data);
+            sink.file.write(&data)?;
+            Ok(sink)
+        }));
+    }
+
+    /// Waits for the write under way, if any, and returns the sink.
+    async fn settle(&mut self) -> Result<Option<Sink>, SpoolError> {
+        if let Some(pending) = self.pending.take() {
+            return joined(pending.await).map(Some);
+        }
+        Ok(self.sink.take())
+    }
+
+    async fn refuse(&mut self, why: String) {
+        self.refused = Some(why);
+        // Dropping the sink removes the partial file.
+        let _ = self.settle().await;
+        self.sink = None;
     }
 
     fn meta_owned(&self) -> OwnedMeta {
@@ -192,6 +189,7 @@ impl InstanceReceiver {
     /// The last Data PDV has arrived: check, store, index, and say how it went.
     pub async fn finish(mut self) -> StoreResult {
         let bytes = self.bytes;
+        let received_at = std::time::Instant::now();
         if let Some(why) = self.refused.take() {
             return StoreResult::failure(Status::CANNOT_UNDERSTAND, why, bytes);
         }
@@ -234,6 +232,7 @@ impl InstanceReceiver {
             return StoreResult::failure(status, why, bytes);
         }
 
+        let parsed_at = std::time::Instant::now();
         let (stored, content_hash) = match self.persist().await {
             Ok(done) => done,
             Err(e) => {
@@ -256,6 +255,7 @@ impl InstanceReceiver {
             file_path: stored.relative_path.clone(),
             content_hash,
         };
+        let persisted_at = std::time::Instant::now();
         let outcome = match self.context.index.record(instance).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -278,6 +278,13 @@ impl InstanceReceiver {
                 tracing::warn!(cause = %error_chain(&e), "replaced file could not be removed");
             }
         }
+        tracing::debug!(
+            receive_us = (received_at - self.started).as_micros() as u64,
+            parse_us = (parsed_at - received_at).as_micros() as u64,
+            persist_us = (persisted_at - parsed_at).as_micros() as u64,
+            index_us = persisted_at.elapsed().as_micros() as u64,
+            "instance stored"
+        );
         StoreResult {
             status: Status::SUCCESS,
             error_comment: None,
@@ -286,21 +293,22 @@ impl InstanceReceiver {
         }
     }
 
-    /// Writes what is still in memory, flushes and renames the file into place.
+    /// Waits for the last write, flushes and renames the file into place.
     async fn persist(&mut self) -> Result<(StoredFile, String), SpoolError> {
         let spool = Arc::clone(&self.context.spool);
         let meta = self.meta_owned();
-        let rest = std::mem::take(&mut self.buffer);
-        let spill = self.spill.take();
+        let sink = self.settle().await?;
         run_blocking(move || {
-            let (mut file, mut hasher) = match spill {
-                Some(Spill { file, hasher }) => (file, hasher),
-                None => (spool.begin(&meta.as_meta())?, Sha256::new()),
+            let sink = match sink {
+                Some(sink) => sink,
+                // An empty data set: the file is the meta header alone.
+                None => Sink {
+                    file: spool.begin(&meta.as_meta())?,
+                    hasher: Sha256::new(),
+                },
             };
-            hasher.update(&rest);
-            file.write(&rest)?;
-            let content_hash = hex::encode(hasher.finalize());
-            let stored = spool.commit(file, &content_hash)?;
+            let content_hash = hex::encode(sink.hasher.finalize());
+            let stored = spool.commit(sink.file, &content_hash)?;
             Ok((stored, content_hash))
         })
         .await
@@ -329,7 +337,13 @@ impl OwnedMeta {
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
-    match tokio::task::spawn_blocking(work).await {
+    joined(tokio::task::spawn_blocking(work).await)
+}
+
+fn joined<T>(
+    result: Result<Result<T, SpoolError>, tokio::task::JoinError>,
+) -> Result<T, SpoolError> {
+    match result {
         Ok(result) => result,
         Err(join) => Err(SpoolError::Io {
             action: "finish blocking work for",

@@ -75,9 +75,17 @@ impl Default for SchemeDesignators {
 impl SchemeDesignators {
     pub fn scheme_of(&self, designator: &str) -> Option<Scheme> {
         let designator = designator.trim();
-        if self.radlex.iter().any(|d| d.eq_ignore_ascii_case(designator)) {
+        if self
+            .radlex
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(designator))
+        {
             Some(Scheme::Radlex)
-        } else if self.loinc.iter().any(|d| d.eq_ignore_ascii_case(designator)) {
+        } else if self
+            .loinc
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(designator))
+        {
             Some(Scheme::Loinc)
         } else {
             None
@@ -143,7 +151,13 @@ impl Nomenclature {
 
     /// The `k` standard names most similar to `text`; names of `modality` rank first, then
     /// the names `preferred` picks (treatment-planning names for a planning study).
-    pub fn nearest(&self, text: &str, modality: &str, preferred: impl Fn(&StandardName) -> bool, k: usize) -> Vec<Suggestion> {
+    pub fn nearest(
+        &self,
+        text: &str,
+        modality: &str,
+        preferred: impl Fn(&StandardName) -> bool,
+        k: usize,
+    ) -> Vec<Suggestion> {
         if text.trim().is_empty() && modality.is_empty() {
             return Vec::new();
         }
@@ -152,8 +166,10 @@ impl Nomenclature {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let score = similarity(text, &name.long_name).max(similarity(text, &name.short_name));
-                let same_modality = !modality.is_empty() && name.modality.eq_ignore_ascii_case(modality);
+                let score =
+                    similarity(text, &name.long_name).max(similarity(text, &name.short_name));
+                let same_modality =
+                    !modality.is_empty() && name.modality.eq_ignore_ascii_case(modality);
                 ((same_modality, preferred(name)), score, i)
             })
             .collect();

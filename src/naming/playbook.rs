@@ -63,11 +63,17 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Playbook, PlaybookError> {
         .map_err(|e| error(header_line, format!("cannot read the header: {e}")))?
         .clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let format = if column("RPID") == Some(0) && column("LONG_NAME").is_some() && column("SHORT_NAME").is_some() {
+    let format = if column("RPID") == Some(0)
+        && column("LONG_NAME").is_some()
+        && column("SHORT_NAME").is_some()
+    {
         PlaybookFormat::RadlexCore
     } else if column("LoincNumber").is_some() && column("LongCommonName").is_some() {
         PlaybookFormat::LoincRsna
-    } else if column("scheme") == Some(0) && column("code").is_some() && column("long_name").is_some() {
+    } else if column("scheme") == Some(0)
+        && column("code").is_some()
+        && column("long_name").is_some()
+    {
         PlaybookFormat::Builtin
     } else {
         return Err(error(
@@ -86,12 +92,21 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Playbook, PlaybookError> {
             let line = e.position().map(|p| p.line() + skipped as u64).unwrap_or(0);
             error(line, format!("malformed CSV: {e}"))
         })?;
-        let line = record.position().map(|p| p.line() + skipped as u64).unwrap_or(0);
+        let line = record
+            .position()
+            .map(|p| p.line() + skipped as u64)
+            .unwrap_or(0);
         if record.iter().all(str::is_empty) {
             continue;
         }
         rows += 1;
-        let get = |name: &str| column(name).and_then(|i| record.get(i)).unwrap_or("").trim().to_string();
+        let get = |name: &str| {
+            column(name)
+                .and_then(|i| record.get(i))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
         match format {
             PlaybookFormat::RadlexCore => {
                 let code = get("RPID");
@@ -113,7 +128,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Playbook, PlaybookError> {
                 }
                 let term = loinc.entry(number).or_default();
                 term.long_name = get("LongCommonName");
-                if get("PartTypeName").eq_ignore_ascii_case("Rad.Modality.Modality Type") && term.modality.is_empty() {
+                if get("PartTypeName").eq_ignore_ascii_case("Rad.Modality.Modality Type")
+                    && term.modality.is_empty()
+                {
                     term.modality = get("PartName");
                 }
                 let rpid = get("RPID");
@@ -122,15 +139,22 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Playbook, PlaybookError> {
                 }
             }
             PlaybookFormat::Builtin => {
-                let scheme = Scheme::parse(&get("scheme"))
-                    .ok_or_else(|| error(line, format!("scheme {:?} is neither radlex nor loinc", get("scheme"))))?;
+                let scheme = Scheme::parse(&get("scheme")).ok_or_else(|| {
+                    error(
+                        line,
+                        format!("scheme {:?} is neither radlex nor loinc", get("scheme")),
+                    )
+                })?;
                 let code = get("code");
                 let valid = match scheme {
                     Scheme::Radlex => is_rpid(&code),
                     Scheme::Loinc => is_loinc(&code),
                 };
                 if !valid {
-                    return Err(error(line, format!("{code:?} is not a {} code", scheme.as_str())));
+                    return Err(error(
+                        line,
+                        format!("{code:?} is not a {} code", scheme.as_str()),
+                    ));
                 }
                 names.push(StandardName {
                     scheme,
@@ -163,7 +187,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Playbook, PlaybookError> {
     if names.is_empty() {
         return Err(error(header_line, "no procedures after the header".into()));
     }
-    Ok(Playbook { format, names, rows })
+    Ok(Playbook {
+        format,
+        names,
+        rows,
+    })
 }
 
 #[derive(Debug, Default)]

@@ -20,7 +20,9 @@ pub struct SeriesFacts {
 }
 
 /// Modalities of objects that are recorded but not judged by name.
-const NOT_JUDGED: &[&str] = &["RTSTRUCT", "RTPLAN", "RTDOSE", "RTIMAGE", "RTRECORD", "REG", "SEG", "SR", "KO", "PR"];
+const NOT_JUDGED: &[&str] = &[
+    "RTSTRUCT", "RTPLAN", "RTDOSE", "RTIMAGE", "RTRECORD", "REG", "SEG", "SR", "KO", "PR",
+];
 
 /// How one series was judged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,11 +114,19 @@ pub struct SeriesKind {
 impl SeriesKind {
     fn matches(&self, facts: &SeriesFacts) -> bool {
         let has_type = |values: &[String]| {
-            values
-                .iter()
-                .any(|wanted| facts.image_type.iter().any(|v| v.eq_ignore_ascii_case(wanted)))
+            values.iter().any(|wanted| {
+                facts
+                    .image_type
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(wanted))
+            })
         };
-        if !self.modalities.is_empty() && !self.modalities.iter().any(|m| m.eq_ignore_ascii_case(&facts.modality)) {
+        if !self.modalities.is_empty()
+            && !self
+                .modalities
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&facts.modality))
+        {
             return false;
         }
         if !self.sop_classes.is_empty() && !self.sop_classes.contains(&facts.sop_class_uid) {
@@ -125,10 +135,17 @@ impl SeriesKind {
         if !self.requires_image_type_any.is_empty() && !has_type(&self.requires_image_type_any) {
             return false;
         }
-        if self.exclude.as_ref().is_some_and(|re| re.is_match(&facts.series_description)) {
+        if self
+            .exclude
+            .as_ref()
+            .is_some_and(|re| re.is_match(&facts.series_description))
+        {
             return false;
         }
-        let by_description = self.description.as_ref().is_some_and(|re| re.is_match(&facts.series_description));
+        let by_description = self
+            .description
+            .as_ref()
+            .is_some_and(|re| re.is_match(&facts.series_description));
         by_description || has_type(&self.image_type_any)
     }
 }
@@ -165,7 +182,11 @@ impl SeriesRules {
                 Ok(SeriesKind {
                     description: compile(&k.name, "description", k.description)?,
                     exclude: compile(&k.name, "exclude", k.exclude)?,
-                    label: if k.label.is_empty() { k.name.clone() } else { k.label },
+                    label: if k.label.is_empty() {
+                        k.name.clone()
+                    } else {
+                        k.label
+                    },
                     name: k.name,
                     image_type_any: k.image_type_any,
                     requires_image_type_any: k.requires_image_type_any,
@@ -189,11 +210,16 @@ impl SeriesRules {
 
     /// Judges one series by the first kind that matches.
     pub fn judge(&self, facts: &SeriesFacts) -> SeriesVerdict {
-        if NOT_JUDGED.iter().any(|m| m.eq_ignore_ascii_case(&facts.modality)) {
+        if NOT_JUDGED
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&facts.modality))
+        {
             return SeriesVerdict::NotJudged;
         }
         if let Some(kind) = self.kinds.iter().find(|k| k.matches(facts)) {
-            return SeriesVerdict::Conforming { kind: kind.name.clone() };
+            return SeriesVerdict::Conforming {
+                kind: kind.name.clone(),
+            };
         }
         let mut scored: Vec<(f64, &str)> = self
             .kinds
@@ -210,7 +236,11 @@ impl SeriesRules {
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         SeriesVerdict::Nonstandard {
-            nearest_kinds: scored.into_iter().take(3).map(|(_, name)| name.to_string()).collect(),
+            nearest_kinds: scored
+                .into_iter()
+                .take(3)
+                .map(|(_, name)| name.to_string())
+                .collect(),
         }
     }
 }

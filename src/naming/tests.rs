@@ -8,8 +8,11 @@ use crate::header::CodeItem;
 
 fn naming(series_findings_need_reason: bool) -> Naming {
     let builtin = include_bytes!("../../config/nomenclature/standard-names.csv");
-    let names = playbook::parse("standard-names.csv", builtin).expect("built-in list").names;
-    let rules = SeriesRules::parse(include_str!("../../config/nomenclature/series-rules.toml")).expect("rules");
+    let names = playbook::parse("standard-names.csv", builtin)
+        .expect("built-in list")
+        .names;
+    let rules = SeriesRules::parse(include_str!("../../config/nomenclature/series-rules.toml"))
+        .expect("rules");
     Naming {
         nomenclature: Nomenclature::new(names),
         rules,
@@ -41,6 +44,7 @@ struct Case<'a> {
     first_kind: &'a str,
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per column of the table
 const fn case<'a>(
     study: &'a str,
     series: &'a [&'a str],
@@ -85,7 +89,11 @@ fn facts(case: &Case<'_>) -> StudyFacts {
             series_description: description.into(),
             modality: modality.into(),
             sop_class_uid: String::new(),
-            image_type: image_type.split('\\').filter(|v| !v.is_empty()).map(str::to_string).collect(),
+            image_type: image_type
+                .split('\\')
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect(),
             respiratory_attributes: case.extra.contains("resp"),
         });
     }
@@ -95,7 +103,9 @@ fn facts(case: &Case<'_>) -> StudyFacts {
         } else if let Some(ae) = item.strip_prefix("ae=") {
             facts.calling_ae_titles.push(ae.into());
         } else if item == "rt-objects" {
-            facts.rt_objects_on_frame_of_reference.push("RTSTRUCT".into());
+            facts
+                .rt_objects_on_frame_of_reference
+                .push("RTSTRUCT".into());
         }
     }
     facts
@@ -104,12 +114,23 @@ fn facts(case: &Case<'_>) -> StudyFacts {
 fn check(case: &Case<'_>) {
     let naming = naming(!case.extra.contains("series-ok"));
     let verdict = naming.evaluate(&facts(case));
-    let label = format!("{:?} {:?} {:?} {:?}", case.study, case.series, case.codes, case.extra);
-    assert_eq!(verdict.status.as_str(), case.status, "status of {label}: {verdict:#?}");
+    let label = format!(
+        "{:?} {:?} {:?} {:?}",
+        case.study, case.series, case.codes, case.extra
+    );
+    assert_eq!(
+        verdict.status.as_str(),
+        case.status,
+        "status of {label}: {verdict:#?}"
+    );
     let findings: Vec<&str> = verdict.findings.iter().map(|f| f.code).collect();
     let expected: Vec<&str> = case.findings.split(',').filter(|f| !f.is_empty()).collect();
     assert_eq!(findings, expected, "findings of {label}");
-    assert_eq!(verdict.rt_planning, case.rt_planning, "rt_planning of {label}: {:?}", verdict.evidence);
+    assert_eq!(
+        verdict.rt_planning, case.rt_planning,
+        "rt_planning of {label}: {:?}",
+        verdict.evidence
+    );
     if !case.first_kind.is_empty() {
         let kind = match &verdict.series[0] {
             SeriesVerdict::Conforming { kind } => kind.as_str(),
@@ -118,8 +139,17 @@ fn check(case: &Case<'_>) {
         };
         assert_eq!(kind, case.first_kind, "first series kind of {label}");
     }
-    if verdict.status == StudyStatus::NeedsReason && verdict.findings.iter().any(|f| f.code == "study-name-nonstandard") {
-        assert_eq!(verdict.suggestions.len(), 3, "three suggestions for {label}");
+    if verdict.status == StudyStatus::NeedsReason
+        && verdict
+            .findings
+            .iter()
+            .any(|f| f.code == "study-name-nonstandard")
+    {
+        assert_eq!(
+            verdict.suggestions.len(),
+            3,
+            "three suggestions for {label}"
+        );
     }
     assert_eq!(
         verdict.suggested_reason.is_some(),
@@ -129,7 +159,13 @@ fn check(case: &Case<'_>) {
 }
 
 const CT: &[&str] = &["CT|Thorax 3.0 B31f|ORIGINAL\\PRIMARY\\AXIAL"];
-const FOUR_D: &[&str] = &["CT|CT SIM PLANNING|ORIGINAL\\PRIMARY\\AXIAL", "CT|4D 0%|", "CT|4D 50%|", "CT|AVG|DERIVED\\SECONDARY\\AXIAL\\AVE", "CT|MIP|DERIVED\\SECONDARY\\AXIAL\\MIP"];
+const FOUR_D: &[&str] = &[
+    "CT|CT SIM PLANNING|ORIGINAL\\PRIMARY\\AXIAL",
+    "CT|4D 0%|",
+    "CT|4D 50%|",
+    "CT|AVG|DERIVED\\SECONDARY\\AXIAL\\AVE",
+    "CT|MIP|DERIVED\\SECONDARY\\AXIAL\\MIP",
+];
 const N: &str = "needs-reason";
 const C: &str = "conforming";
 const S: &str = "study-name-nonstandard";
@@ -265,12 +301,40 @@ fn the_naming_table_holds() {
 #[test]
 fn suggestions_are_the_nearest_names_of_the_same_modality() {
     let naming = naming(true);
-    let verdict = naming.evaluate(&facts(&case("CHEST CT WITHOUT CONTRAST", CT, "", "", N, S, false, "")));
-    let codes: Vec<&str> = verdict.suggestions.iter().map(|s| s.code.as_str()).collect();
-    assert!(codes.contains(&"RPID16") || codes.contains(&"29252-4"), "{codes:?}");
-    let verdict = naming.evaluate(&facts(&case("4DCT LUNG SIM", FOUR_D, "", "", N, S, true, "")));
+    let verdict = naming.evaluate(&facts(&case(
+        "CHEST CT WITHOUT CONTRAST",
+        CT,
+        "",
+        "",
+        N,
+        S,
+        false,
+        "",
+    )));
+    let codes: Vec<&str> = verdict
+        .suggestions
+        .iter()
+        .map(|s| s.code.as_str())
+        .collect();
     assert!(
-        verdict.suggestions.iter().any(|s| s.code.starts_with("RPID60")),
+        codes.contains(&"RPID16") || codes.contains(&"29252-4"),
+        "{codes:?}"
+    );
+    let verdict = naming.evaluate(&facts(&case(
+        "4DCT LUNG SIM",
+        FOUR_D,
+        "",
+        "",
+        N,
+        S,
+        true,
+        "",
+    )));
+    assert!(
+        verdict
+            .suggestions
+            .iter()
+            .any(|s| s.code.starts_with("RPID60")),
         "a treatment-planning name is among {:?}",
         verdict.suggestions
     );
@@ -283,12 +347,17 @@ fn suggestions_are_the_nearest_names_of_the_same_modality() {
 fn a_wrong_scheme_designator_is_explained() {
     let naming = naming(true);
     let verdict = naming.evaluate(&facts(&case("LOCAL", CT, "RPID16^LN", "", N, S, false, "")));
-    assert!(verdict.findings[0].detail.contains("RPID16"), "{:?}", verdict.findings);
+    assert!(
+        verdict.findings[0].detail.contains("RPID16"),
+        "{:?}",
+        verdict.findings
+    );
 }
 
 #[test]
 fn broken_rules_are_refused_with_the_kind_named() {
-    let err = SeriesRules::parse("[[kind]]\nname = \"x\"\ndescription = \"(\"\n").expect_err("bad regex");
+    let err =
+        SeriesRules::parse("[[kind]]\nname = \"x\"\ndescription = \"(\"\n").expect_err("bad regex");
     assert!(err.to_string().contains("`x`"), "{err}");
     assert!(SeriesRules::parse("[[kind]]\nname = \"y\"\n").is_err());
 }

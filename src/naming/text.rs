@@ -73,7 +73,10 @@ mod tests {
 
     #[test]
     fn normalisation_is_case_trim_and_whitespace_only() {
-        assert_eq!(normalize("  CT Abdomen wo  IV Contrast "), "ct abdomen wo iv contrast");
+        assert_eq!(
+            normalize("  CT Abdomen wo  IV Contrast "),
+            "ct abdomen wo iv contrast"
+        );
         assert_eq!(normalize("CHEST^RT PLANNING"), "chest rt planning");
         assert_eq!(normalize("CT\tChest"), "ct chest");
         assert_ne!(normalize("CT Chest w/o"), normalize("CT Chest wo"));

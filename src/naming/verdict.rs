@@ -137,14 +137,21 @@ pub struct Verdict {
 }
 
 /// Judges one study. Pure: no I/O, no clock.
-pub fn evaluate(facts: &StudyFacts, nomenclature: &Nomenclature, rules: &SeriesRules, policy: &NamingPolicy) -> Verdict {
+pub fn evaluate(
+    facts: &StudyFacts,
+    nomenclature: &Nomenclature,
+    rules: &SeriesRules,
+    policy: &NamingPolicy,
+) -> Verdict {
     let standard_match = match_codes(facts, nomenclature, &policy.designators).or_else(|| {
-        nomenclature.by_name(&facts.study_description).map(|name| StandardMatch {
-            scheme: name.scheme,
-            code: name.code.clone(),
-            name: name.long_name.clone(),
-            by: "study-description",
-        })
+        nomenclature
+            .by_name(&facts.study_description)
+            .map(|name| StandardMatch {
+                scheme: name.scheme,
+                code: name.code.clone(),
+                name: name.long_name.clone(),
+                by: "study-description",
+            })
     });
 
     let series: Vec<SeriesVerdict> = facts.series.iter().map(|s| rules.judge(s)).collect();
@@ -165,7 +172,9 @@ pub fn evaluate(facts: &StudyFacts, nomenclature: &Nomenclature, rules: &SeriesR
             detail: with_code_detail(detail, facts, nomenclature, &policy.designators),
         });
         // A study acquired for treatment planning should most likely have been named as one.
-        let planning = |name: &super::StandardName| rt_planning && name.long_name.to_lowercase().contains("treatment planning");
+        let planning = |name: &super::StandardName| {
+            rt_planning && name.long_name.to_lowercase().contains("treatment planning")
+        };
         suggestions = nomenclature.nearest(&facts.study_description, facts.modality(), planning, 3);
     }
 
@@ -176,12 +185,16 @@ pub fn evaluate(facts: &StudyFacts, nomenclature: &Nomenclature, rules: &SeriesR
             findings.push(Finding {
                 code: "series-name-nonstandard",
                 subject: facts.series_description.clone(),
-                detail: format!("matches no series kind; nearest: {}", nearest_kinds.join(", ")),
+                detail: format!(
+                    "matches no series kind; nearest: {}",
+                    nearest_kinds.join(", ")
+                ),
             });
         }
     }
 
-    let needs_reason = standard_match.is_none() || (series_nonstandard && policy.series_findings_need_reason);
+    let needs_reason =
+        standard_match.is_none() || (series_nonstandard && policy.series_findings_need_reason);
     let status = if needs_reason {
         StudyStatus::NeedsReason
     } else {
@@ -194,12 +207,17 @@ pub fn evaluate(facts: &StudyFacts, nomenclature: &Nomenclature, rules: &SeriesR
         suggestions,
         series,
         rt_planning,
-        suggested_reason: (needs_reason && rt_planning).then(|| policy.rt_planning_reason_code.clone()),
+        suggested_reason: (needs_reason && rt_planning)
+            .then(|| policy.rt_planning_reason_code.clone()),
         evidence,
     }
 }
 
-fn match_codes(facts: &StudyFacts, nomenclature: &Nomenclature, designators: &SchemeDesignators) -> Option<StandardMatch> {
+fn match_codes(
+    facts: &StudyFacts,
+    nomenclature: &Nomenclature,
+    designators: &SchemeDesignators,
+) -> Option<StandardMatch> {
     facts.codes.iter().find_map(|item| {
         let scheme = designators.scheme_of(&item.coding_scheme_designator)?;
         let name = nomenclature.by_code(scheme, &item.code_value)?;
@@ -213,12 +231,20 @@ fn match_codes(facts: &StudyFacts, nomenclature: &Nomenclature, designators: &Sc
 }
 
 /// Says why a code that looks standard did not count (wrong scheme designator, unknown code).
-fn with_code_detail(mut detail: String, facts: &StudyFacts, nomenclature: &Nomenclature, designators: &SchemeDesignators) -> String {
+fn with_code_detail(
+    mut detail: String,
+    facts: &StudyFacts,
+    nomenclature: &Nomenclature,
+    designators: &SchemeDesignators,
+) -> String {
     for item in &facts.codes {
         let known_elsewhere = [Scheme::Radlex, Scheme::Loinc]
             .into_iter()
             .find(|scheme| nomenclature.by_code(*scheme, &item.code_value).is_some());
-        match (designators.scheme_of(&item.coding_scheme_designator), known_elsewhere) {
+        match (
+            designators.scheme_of(&item.coding_scheme_designator),
+            known_elsewhere,
+        ) {
             (Some(given), Some(actual)) if given != actual => detail.push_str(&format!(
                 "; code {} has designator {:?}, which does not name {}",
                 item.code_value,
@@ -242,10 +268,19 @@ fn with_code_detail(mut detail: String, facts: &StudyFacts, nomenclature: &Nomen
     detail
 }
 
-fn rt_planning_evidence(facts: &StudyFacts, rules: &SeriesRules, series: &[SeriesVerdict], policy: &NamingPolicy) -> Vec<Evidence> {
+fn rt_planning_evidence(
+    facts: &StudyFacts,
+    rules: &SeriesRules,
+    series: &[SeriesVerdict],
+    policy: &NamingPolicy,
+) -> Vec<Evidence> {
     let mut evidence = Vec::new();
     for ae in &facts.calling_ae_titles {
-        if policy.ct_simulator_ae_titles.iter().any(|sim| sim.eq_ignore_ascii_case(ae.trim())) {
+        if policy
+            .ct_simulator_ae_titles
+            .iter()
+            .any(|sim| sim.eq_ignore_ascii_case(ae.trim()))
+        {
             evidence.push(Evidence {
                 kind: "ct-simulator-ae-title",
                 detail: ae.clone(),
@@ -253,7 +288,11 @@ fn rt_planning_evidence(facts: &StudyFacts, rules: &SeriesRules, series: &[Serie
         }
     }
     for station in &facts.station_names {
-        if policy.ct_simulator_station_names.iter().any(|sim| sim.eq_ignore_ascii_case(station.trim())) {
+        if policy
+            .ct_simulator_station_names
+            .iter()
+            .any(|sim| sim.eq_ignore_ascii_case(station.trim()))
+        {
             evidence.push(Evidence {
                 kind: "ct-simulator-station",
                 detail: station.clone(),
@@ -264,13 +303,27 @@ fn rt_planning_evidence(facts: &StudyFacts, rules: &SeriesRules, series: &[Serie
         .series
         .iter()
         .zip(series)
-        .filter(|(_, verdict)| verdict.kind().and_then(|k| rules.kind(k)).is_some_and(|k| k.respiratory))
+        .filter(|(_, verdict)| {
+            verdict
+                .kind()
+                .and_then(|k| rules.kind(k))
+                .is_some_and(|k| k.respiratory)
+        })
         .map(|(facts, _)| facts.series_description.as_str())
         .collect();
     if !phases.is_empty() {
         evidence.push(Evidence {
             kind: "4d-phase-series",
-            detail: format!("{} phase series ({})", phases.len(), phases.iter().take(3).cloned().collect::<Vec<_>>().join(", ")),
+            detail: format!(
+                "{} phase series ({})",
+                phases.len(),
+                phases
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         });
     }
     if facts.series.iter().any(|s| s.respiratory_attributes) {
@@ -285,14 +338,22 @@ fn rt_planning_evidence(facts: &StudyFacts, rules: &SeriesRules, series: &[Serie
         .chain(facts.series.iter().map(|s| &s.series_description));
     let mut planning_names: Vec<&str> = Vec::new();
     for name in names {
-        if !name.is_empty() && policy.planning_patterns.iter().any(|re| re.is_match(name)) && !planning_names.contains(&name.as_str()) {
+        if !name.is_empty()
+            && policy.planning_patterns.iter().any(|re| re.is_match(name))
+            && !planning_names.contains(&name.as_str())
+        {
             planning_names.push(name);
         }
     }
     if !planning_names.is_empty() {
         evidence.push(Evidence {
             kind: "planning-name",
-            detail: planning_names.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            detail: planning_names
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     if !facts.rt_objects_on_frame_of_reference.is_empty() {
