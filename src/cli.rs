@@ -4,6 +4,8 @@
 use std::io::Write;
 
 use crate::config::Config;
+use crate::naming::StudyStatus;
+use crate::store::naming::{self as naming_store, StudyListing};
 use crate::store::{self, StoreError, StudyDetail, StudySummary};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,44 +18,176 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("cannot encode JSON")]
     Json(#[from] serde_json::Error),
+    #[error("cannot write CSV")]
+    Csv(#[from] csv::Error),
 }
 
-pub fn studies(config: &Config, json: bool, out: &mut impl Write) -> Result<(), CliError> {
+/// Output format of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `simgate studies`: received studies with their naming status, oldest waiting first.
+pub fn studies(
+    config: &Config,
+    status: Option<StudyStatus>,
+    since: Option<&str>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let conn = store::open_existing(&config.storage.database_path())?;
-    let studies = store::list_studies(&conn)?;
-    if json {
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "studies": studies }))?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    if studies.is_empty() {
-        writeln!(out, "No studies received yet.")?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{:<40}  {:<20}  {:<8}  {:<30}  {:<12}  {:>6}  {:>9}  LAST RECEIVED",
-        "STUDY INSTANCE UID", "PATIENT", "DATE", "DESCRIPTION", "STATION", "SERIES", "INSTANCES",
-    )?;
-    for s in &studies {
-        write_study_row(out, s)?;
+    let studies = naming_store::list_by_status(&conn, status, since)?;
+    let now = std::time::SystemTime::now();
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = studies
+                .iter()
+                .map(|s| {
+                    let mut value = serde_json::to_value(s).unwrap_or_default();
+                    value["waiting_seconds"] = waiting(s, now).map(|d| d.as_secs()).into();
+                    value
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "studies": rows }))?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut csv = csv::Writer::from_writer(&mut *out);
+            csv.write_record([
+                "study_instance_uid",
+                "status",
+                "hcpcs",
+                "waiting_seconds",
+                "patient_id",
+                "patient_name",
+                "study_date",
+                "station_names",
+                "study_description",
+                "series_descriptions",
+                "findings",
+                "suggestions",
+                "rt_planning",
+                "evidence",
+                "reason_code",
+                "documented_by",
+                "documented_at",
+            ])?;
+            for s in &studies {
+                csv.write_record([
+                    s.study_instance_uid.clone(),
+                    s.status.clone(),
+                    s.hcpcs.clone(),
+                    waiting(s, now)
+                        .map(|d| d.as_secs().to_string())
+                        .unwrap_or_default(),
+                    s.patient_id.clone(),
+                    s.patient_name.clone(),
+                    s.study_date.clone(),
+                    s.station_names.join("; "),
+                    s.study_description.clone(),
+                    s.series_descriptions.join("; "),
+                    joined(&s.findings, "code", "subject"),
+                    joined(&s.suggestions, "code", "name"),
+                    s.rt_planning.to_string(),
+                    joined(&s.evidence, "kind", "detail"),
+                    s.reason_code.clone().unwrap_or_default(),
+                    s.documented_by.clone().unwrap_or_default(),
+                    s.documented_at.clone().unwrap_or_default(),
+                ])?;
+            }
+            csv.flush()?;
+        }
+        Format::Table => {
+            if studies.is_empty() {
+                writeln!(out, "No studies.")?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  FINDINGS / SUGGESTIONS",
+                "STATUS",
+                "WAITING",
+                "PATIENT",
+                "DATE",
+                "STATION",
+                "STUDY DESCRIPTION",
+                "RT",
+                "STUDY INSTANCE UID"
+            )?;
+            for s in &studies {
+                let findings = joined(&s.findings, "code", "subject");
+                let suggestions = joined(&s.suggestions, "code", "name");
+                writeln!(
+                    out,
+                    "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
+                    format!("{} {}", s.hcpcs, s.status),
+                    waiting(s, now).map(human_duration).unwrap_or_default(),
+                    clip(&listing_patient(s), 20),
+                    s.study_date,
+                    clip(&s.station_names.join(","), 10),
+                    clip(&s.study_description, 28),
+                    if s.rt_planning { "yes" } else { "" },
+                    clip(&s.study_instance_uid, 40),
+                    findings,
+                    if suggestions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" -> {suggestions}")
+                    },
+                )?;
+            }
+        }
     }
     Ok(())
 }
 
-fn write_study_row(out: &mut impl Write, s: &StudySummary) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<40}  {:<20}  {:<8}  {:<30}  {:<12}  {:>6}  {:>9}  {}",
-        clip(&s.study_instance_uid, 40),
-        clip(&patient(s), 20),
-        s.study_date,
-        clip(&s.study_description, 30),
-        clip(&s.station_names.join(","), 12),
-        s.series_count,
-        s.instance_count,
-        s.last_received_at
-    )
+/// How long a study has waited for a documented reason (only while it needs one).
+fn waiting(s: &StudyListing, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    if s.status != "needs-reason" {
+        return None;
+    }
+    let since = humantime::parse_rfc3339_weak(s.needs_reason_since.as_deref()?).ok()?;
+    now.duration_since(since).ok()
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let minutes = d.as_secs() / 60;
+    match minutes {
+        0..60 => format!("{minutes}m"),
+        60..1440 => format!("{}h{:02}m", minutes / 60, minutes % 60),
+        _ => format!("{}d{:02}h", minutes / 1440, minutes / 60 % 24),
+    }
+}
+
+/// `code: subject; code: subject` from a JSON array of objects.
+fn joined(items: &serde_json::Value, key: &str, detail: &str) -> String {
+    items
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let key = item[key].as_str().unwrap_or_default();
+                    match item[detail].as_str() {
+                        Some(d) if !d.is_empty() => format!("{key}: {d}"),
+                        _ => key.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+fn listing_patient(s: &StudyListing) -> String {
+    match (s.patient_name.is_empty(), s.patient_id.is_empty()) {
+        (false, false) => format!("{} ({})", s.patient_name, s.patient_id),
+        (false, true) => s.patient_name.clone(),
+        _ => s.patient_id.clone(),
+    }
 }
 
 fn patient(s: &StudySummary) -> String {
@@ -119,13 +253,13 @@ fn write_study_detail(out: &mut impl Write, d: &StudyDetail) -> std::io::Result<
     writeln!(out)?;
     writeln!(
         out,
-        "{:>6}  {:<8}  {:<32}  {:<24}  {:>9}  {:>12}  SERIES INSTANCE UID",
-        "NUMBER", "MODALITY", "SERIES DESCRIPTION", "PROTOCOL", "INSTANCES", "BYTES",
+        "{:>6}  {:<8}  {:<32}  {:<24}  {:>9}  {:>12}  {:<14}  SERIES INSTANCE UID",
+        "NUMBER", "MODALITY", "SERIES DESCRIPTION", "PROTOCOL", "INSTANCES", "BYTES", "KIND",
     )?;
     for series in &d.series {
         writeln!(
             out,
-            "{:>6}  {:<8}  {:<32}  {:<24}  {:>9}  {:>12}  {}",
+            "{:>6}  {:<8}  {:<32}  {:<24}  {:>9}  {:>12}  {:<14}  {}",
             series
                 .series_number
                 .map(|n| n.to_string())
@@ -135,8 +269,358 @@ fn write_study_detail(out: &mut impl Write, d: &StudyDetail) -> std::io::Result<
             clip(&series.protocol_name, 24),
             series.instance_count,
             series.bytes,
+            if series.kind.is_empty() {
+                series.verdict.as_str()
+            } else {
+                series.kind.as_str()
+            },
             series.series_instance_uid
         )?;
+    }
+    Ok(())
+}
+
+/// `simgate nomenclature import FILE`.
+pub fn nomenclature_import(
+    config: &Config,
+    file: &std::path::Path,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let read = crate::rules::read_playbook(file)?;
+    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let outcome = naming_store::import_source(
+        &mut conn,
+        read.playbook.format.as_str(),
+        &read.file_name,
+        &read.sha256,
+        read.playbook.rows,
+        &read.playbook.names,
+        &crate::receive::now_rfc3339(),
+    )?;
+    let elapsed = started.elapsed();
+    match outcome {
+        naming_store::ImportOutcome::Unchanged { imported_at } => writeln!(
+            out,
+            "{} is already imported (since {imported_at}, same SHA-256); nothing changed.",
+            read.file_name
+        )?,
+        naming_store::ImportOutcome::Imported { replaced } => {
+            writeln!(
+                out,
+                "Imported {} ({}): {} rows, {} standard names, in {} ms.",
+                read.file_name,
+                read.playbook.format.as_str(),
+                read.playbook.rows,
+                read.playbook.names.len(),
+                elapsed.as_millis()
+            )?;
+            if !replaced.is_empty() {
+                writeln!(out, "Replaced the older release: {}.", replaced.join(", "))?;
+            }
+            writeln!(
+                out,
+                "Run `simgate nomenclature recheck` to judge stored studies again; a running gateway picks it up on SIGHUP."
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `simgate nomenclature sources`.
+pub fn nomenclature_sources(
+    config: &Config,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let conn = store::open_existing(&config.storage.database_path())?;
+    let sources = naming_store::sources(&conn)?;
+    if json {
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &serde_json::json!({
+                "builtin": config.naming.builtin_nomenclature,
+                "imported": sources,
+            }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "built-in: {}",
+        config.naming.builtin_nomenclature.display()
+    )?;
+    for s in sources {
+        writeln!(
+            out,
+            "{}  {}  {} names  {}  sha256 {}",
+            s.format, s.file_name, s.names, s.imported_at, s.sha256
+        )?;
+    }
+    Ok(())
+}
+
+/// `simgate nomenclature recheck`.
+pub fn nomenclature_recheck(config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let naming = crate::rules::load(&config.naming, &conn)?;
+    let (studies, changed) =
+        naming_store::recheck_all(&mut conn, &naming, &crate::receive::now_rfc3339())?;
+    writeln!(
+        out,
+        "Re-evaluated {studies} studies; {changed} changed status. Documented reasons are kept."
+    )?;
+    Ok(())
+}
+
+/// What `simgate nomenclature check` is asked about.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput {
+    pub study_description: String,
+    pub series_descriptions: Vec<String>,
+    /// `VALUE^SCHEME`.
+    pub codes: Vec<String>,
+    pub station: Option<String>,
+    pub calling_ae_title: Option<String>,
+}
+
+/// `simgate nomenclature check`: the receiver's verdict for the given values.
+pub fn nomenclature_check(
+    config: &Config,
+    input: &CheckInput,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let naming = crate::rules::load(&config.naming, &conn)?;
+    let mut facts = crate::naming::StudyFacts {
+        study_description: input.study_description.clone(),
+        station_names: input.station.iter().cloned().collect(),
+        calling_ae_titles: input.calling_ae_title.iter().cloned().collect(),
+        ..Default::default()
+    };
+    for code in &input.codes {
+        let (value, scheme) = code.split_once('^').ok_or_else(|| {
+            anyhow::anyhow!("--code {code:?}: write VALUE^SCHEME, e.g. RPID16^RADLEX")
+        })?;
+        facts.codes.push(crate::header::CodeItem {
+            code_value: value.trim().into(),
+            coding_scheme_designator: scheme.trim().into(),
+            code_meaning: String::new(),
+        });
+    }
+    for description in &input.series_descriptions {
+        facts.series.push(crate::naming::SeriesFacts {
+            series_description: description.clone(),
+            modality: "CT".into(),
+            ..Default::default()
+        });
+    }
+    let verdict = naming.evaluate(&facts);
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &verdict)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "status: {} ({})",
+        verdict.status.as_str(),
+        verdict.status.hcpcs()
+    )?;
+    if let Some(m) = &verdict.standard_match {
+        writeln!(
+            out,
+            "standard name: {} {} \"{}\" (by {})",
+            m.scheme.as_str(),
+            m.code,
+            m.name,
+            m.by
+        )?;
+    }
+    for finding in &verdict.findings {
+        writeln!(
+            out,
+            "finding: {} {:?}: {}",
+            finding.code, finding.subject, finding.detail
+        )?;
+    }
+    for s in &verdict.suggestions {
+        writeln!(
+            out,
+            "suggestion: {} \"{}\" (similarity {:.2})",
+            s.code, s.name, s.score
+        )?;
+    }
+    for (description, series) in input.series_descriptions.iter().zip(&verdict.series) {
+        let verdict = match series {
+            crate::naming::SeriesVerdict::Conforming { kind } => kind.clone(),
+            crate::naming::SeriesVerdict::NotJudged => "not judged".into(),
+            crate::naming::SeriesVerdict::Nonstandard { nearest_kinds } => {
+                format!("nonstandard (nearest: {})", nearest_kinds.join(", "))
+            }
+        };
+        writeln!(out, "series {description:?}: {verdict}")?;
+    }
+    writeln!(
+        out,
+        "rt_planning: {}",
+        if verdict.rt_planning { "yes" } else { "no" }
+    )?;
+    for e in &verdict.evidence {
+        writeln!(out, "evidence: {}: {}", e.kind, e.detail)?;
+    }
+    if let Some(reason) = &verdict.suggested_reason {
+        let label = config
+            .naming
+            .reason(reason)
+            .map(|r| r.label.as_str())
+            .unwrap_or(reason);
+        writeln!(
+            out,
+            "suggested reason (not documented until confirmed): {label}"
+        )?;
+    }
+    Ok(())
+}
+
+/// `simgate reason STUDY_UID --code CODE [--note TEXT] --by NAME`.
+pub fn reason(
+    config: &Config,
+    study_instance_uid: &str,
+    code: &str,
+    note: &str,
+    by: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let choice = config.naming.reason(code).ok_or_else(|| {
+        let codes: Vec<&str> = config
+            .naming
+            .reasons
+            .iter()
+            .map(|r| r.code.as_str())
+            .collect();
+        anyhow::anyhow!(
+            "unknown reason code {code:?}; the configured codes are: {}",
+            codes.join(", ")
+        )
+    })?;
+    if choice.note_required && note.trim().is_empty() {
+        anyhow::bail!("reason {code:?} ({}) needs a --note", choice.label);
+    }
+    if by.trim().is_empty() {
+        anyhow::bail!("--by must name who documents the reason");
+    }
+    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let naming = crate::rules::load(&config.naming, &conn)?;
+    let now = crate::receive::now_rfc3339();
+    let status = naming_store::document_reason(
+        &mut conn,
+        &naming,
+        study_instance_uid,
+        code,
+        note.trim(),
+        by.trim(),
+        &now,
+    )?
+    .ok_or_else(|| CliError::UnknownStudy(study_instance_uid.to_string()))?;
+    if json {
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &serde_json::json!({
+                "study_instance_uid": study_instance_uid,
+                "reason_code": code,
+                "note": note.trim(),
+                "documented_by": by.trim(),
+                "documented_at": now,
+                "status": status.as_str(),
+                "hcpcs": status.hcpcs(),
+            }),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "Documented \"{}\" for {study_instance_uid} by {}; status is now {} ({}).",
+            choice.label,
+            by.trim(),
+            status.as_str(),
+            status.hcpcs()
+        )?;
+    }
+    Ok(())
+}
+
+/// `simgate report --from DATE --to DATE [--by month|station|physician]`.
+pub fn report(
+    config: &Config,
+    from: &str,
+    to: &str,
+    grouping: naming_store::ReportGrouping,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    for (flag, date) in [("--from", from), ("--to", to)] {
+        let valid =
+            date.len() == 10 && humantime::parse_rfc3339_weak(&format!("{date}T00:00:00")).is_ok();
+        if !valid {
+            anyhow::bail!("{flag} {date:?}: write a date as YYYY-MM-DD");
+        }
+    }
+    let conn = store::open_existing(&config.storage.database_path())?;
+    let rows = naming_store::report(&conn, from, to, grouping)?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &serde_json::json!({ "from": from, "to": to, "rows": rows }),
+            )?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut csv = csv::Writer::from_writer(&mut *out);
+            csv.write_record([
+                "group",
+                "G9318",
+                "G9319",
+                "G9320",
+                "total",
+                "conformance_rate",
+            ])?;
+            for r in &rows {
+                csv.write_record([
+                    r.group.clone(),
+                    r.g9318.to_string(),
+                    r.g9319.to_string(),
+                    r.g9320.to_string(),
+                    r.total.to_string(),
+                    format!("{:.3}", r.conformance_rate),
+                ])?;
+            }
+            csv.flush()?;
+        }
+        Format::Table => {
+            writeln!(out, "Studies first received {from} .. {to}")?;
+            writeln!(
+                out,
+                "{:<28}  {:>6}  {:>6}  {:>6}  {:>6}  CONFORMANCE",
+                "GROUP", "G9318", "G9319", "G9320", "TOTAL"
+            )?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{:<28}  {:>6}  {:>6}  {:>6}  {:>6}  {:>10.1}%",
+                    clip(&r.group, 28),
+                    r.g9318,
+                    r.g9319,
+                    r.g9320,
+                    r.total,
+                    r.conformance_rate * 100.0
+                )?;
+            }
+        }
     }
     Ok(())
 }

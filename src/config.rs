@@ -85,6 +85,7 @@ pub enum Durability {
 pub struct Config {
     pub listener: ListenerConfig,
     pub storage: StorageConfig,
+    pub naming: NamingConfig,
     /// The file this was read from, for messages.
     pub source: PathBuf,
 }
@@ -119,6 +120,39 @@ pub struct StorageConfig {
 impl StorageConfig {
     pub fn database_path(&self) -> PathBuf {
         self.dir.join("simgate.db")
+    }
+}
+
+/// A medical reason a radiation oncologist can document for a nonstandard study name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonChoice {
+    /// Short stable code stored with each record, e.g. `rt-planning`.
+    pub code: String,
+    /// What people see.
+    pub label: String,
+    /// A note must accompany this reason (e.g. "other").
+    #[serde(default)]
+    pub note_required: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NamingConfig {
+    pub builtin_nomenclature: PathBuf,
+    pub series_rules: PathBuf,
+    pub radlex_scheme_designators: Vec<String>,
+    pub loinc_scheme_designators: Vec<String>,
+    pub series_findings_need_reason: bool,
+    pub ct_simulator_ae_titles: Vec<String>,
+    pub ct_simulator_station_names: Vec<String>,
+    pub planning_patterns: Vec<String>,
+    pub rt_planning_reason: String,
+    pub reasons: Vec<ReasonChoice>,
+}
+
+impl NamingConfig {
+    pub fn reason(&self, code: &str) -> Option<&ReasonChoice> {
+        self.reasons.iter().find(|r| r.code == code)
     }
 }
 
@@ -276,10 +310,75 @@ impl Resolver<'_> {
             durability: s.durability,
             reserve_free_bytes,
         };
+        let naming = self.naming(raw.naming)?;
         Ok(Config {
             listener,
             storage,
+            naming,
             source: self.path.to_path_buf(),
+        })
+    }
+
+    fn path_from_base(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn naming(&self, n: RawNaming) -> Result<NamingConfig, ConfigError> {
+        for pattern in &n.planning_patterns {
+            regex::Regex::new(pattern).map_err(|e| {
+                self.invalid(
+                    "naming.planning_patterns",
+                    format!("{pattern:?} is not a valid pattern: {e}"),
+                )
+            })?;
+        }
+        if n.reasons.is_empty() {
+            return Err(self.invalid("naming.reasons", "at least one reason is needed"));
+        }
+        let mut seen = BTreeSet::new();
+        for reason in &n.reasons {
+            if reason.code.is_empty()
+                || !reason
+                    .code
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    "naming.reasons",
+                    format!("code {:?} must be letters, digits, - or _", reason.code),
+                ));
+            }
+            if !seen.insert(reason.code.clone()) {
+                return Err(self.invalid(
+                    "naming.reasons",
+                    format!("code {:?} appears twice", reason.code),
+                ));
+            }
+        }
+        if !seen.contains(&n.rt_planning_reason) {
+            return Err(self.invalid(
+                "naming.rt_planning_reason",
+                format!(
+                    "{:?} is not one of the codes in naming.reasons",
+                    n.rt_planning_reason
+                ),
+            ));
+        }
+        Ok(NamingConfig {
+            builtin_nomenclature: self.path_from_base(n.builtin_nomenclature),
+            series_rules: self.path_from_base(n.series_rules),
+            radlex_scheme_designators: n.radlex_scheme_designators,
+            loinc_scheme_designators: n.loinc_scheme_designators,
+            series_findings_need_reason: n.series_findings_need_reason,
+            ct_simulator_ae_titles: n.ct_simulator_ae_titles,
+            ct_simulator_station_names: n.ct_simulator_station_names,
+            planning_patterns: n.planning_patterns,
+            rt_planning_reason: n.rt_planning_reason,
+            reasons: n.reasons,
         })
     }
 }
@@ -299,6 +398,58 @@ struct RawConfig {
     listener: RawListener,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    naming: RawNaming,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNaming {
+    builtin_nomenclature: PathBuf,
+    series_rules: PathBuf,
+    radlex_scheme_designators: Vec<String>,
+    loinc_scheme_designators: Vec<String>,
+    series_findings_need_reason: bool,
+    ct_simulator_ae_titles: Vec<String>,
+    ct_simulator_station_names: Vec<String>,
+    planning_patterns: Vec<String>,
+    rt_planning_reason: String,
+    reasons: Vec<ReasonChoice>,
+}
+
+impl Default for RawNaming {
+    fn default() -> Self {
+        let reason = |code: &str, label: &str, note_required: bool| ReasonChoice {
+            code: code.into(),
+            label: label.into(),
+            note_required,
+        };
+        Self {
+            builtin_nomenclature: PathBuf::from("nomenclature/standard-names.csv"),
+            series_rules: PathBuf::from("nomenclature/series-rules.toml"),
+            radlex_scheme_designators: vec!["RADLEX".into(), "RPID".into()],
+            loinc_scheme_designators: vec!["LN".into()],
+            series_findings_need_reason: true,
+            ct_simulator_ae_titles: Vec::new(),
+            ct_simulator_station_names: Vec::new(),
+            planning_patterns: vec![
+                r"(?i)\b(sim|ct ?sim|rt|rtp|plan|planning|radiotherapy|treatment|4d|4dct|gated|dibh|igrt)\b".into(),
+            ],
+            rt_planning_reason: "rt-planning".into(),
+            reasons: vec![
+                reason("immobilization", "Patient immobilization", false),
+                reason("respiratory-4d", "Respiratory gating / 4D acquisition", false),
+                reason("contrast-timing", "Contrast timing for target delineation", false),
+                reason("fusion", "Fusion with prior diagnostic imaging", false),
+                reason(
+                    "rt-planning",
+                    "CT acquired for radiation treatment planning / image-guided delivery per facility protocol",
+                    false,
+                ),
+                reason("other", "Other (note required)", true),
+            ],
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

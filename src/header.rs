@@ -51,7 +51,11 @@ pub struct InstanceHeader {
     pub series_number: Option<i64>,
     pub instance_number: Option<i64>,
     pub image_position_patient: Option<[f64; 3]>,
+    /// Frame of Reference UID; for an RT Structure Set, the first referenced frame of reference.
     pub frame_of_reference_uid: String,
+    /// Respiratory Motion Compensation Technique (0018,9170) or Nominal Percentage of
+    /// Respiratory Phase (0020,9245) is present (top level or in shared functional groups).
+    pub respiratory_attributes: bool,
 }
 
 /// Why a header could not be read; each becomes a 0xC000-range status with this text.
@@ -112,7 +116,8 @@ impl InstanceHeader {
             series_number: integer(object, tags::SERIES_NUMBER),
             instance_number: integer(object, tags::INSTANCE_NUMBER),
             image_position_patient: position(object),
-            frame_of_reference_uid: text(object, tags::FRAME_OF_REFERENCE_UID),
+            frame_of_reference_uid: frame_of_reference(object),
+            respiratory_attributes: has_respiratory_attributes(object, 0),
         };
         for (attribute, value) in [
             ("SOP Class UID (0008,0016)", &header.sop_class_uid),
@@ -175,6 +180,38 @@ fn position(object: &InMemDicomObject) -> Option<[f64; 3]> {
         [x, y, z] => Some([*x, *y, *z]),
         _ => None,
     }
+}
+
+fn frame_of_reference(object: &InMemDicomObject) -> String {
+    let own = text(object, tags::FRAME_OF_REFERENCE_UID);
+    if !own.is_empty() {
+        return own;
+    }
+    object
+        .element_opt(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items())
+        .and_then(|items| items.first())
+        .map(|item| text(item, tags::FRAME_OF_REFERENCE_UID))
+        .unwrap_or_default()
+}
+
+/// Looks for the respiratory attributes at the top level and inside sequences (functional
+/// groups), a few levels deep.
+fn has_respiratory_attributes(object: &InMemDicomObject, depth: usize) -> bool {
+    let present = |tag| object.element_opt(tag).ok().flatten().is_some();
+    if present(tags::RESPIRATORY_MOTION_COMPENSATION_TECHNIQUE)
+        || present(tags::NOMINAL_PERCENTAGE_OF_RESPIRATORY_PHASE)
+    {
+        return true;
+    }
+    depth < 3
+        && object
+            .iter()
+            .filter_map(|element| element.items())
+            .flatten()
+            .any(|item| has_respiratory_attributes(item, depth + 1))
 }
 
 fn codes(object: &InMemDicomObject, tag: Tag) -> Vec<CodeItem> {

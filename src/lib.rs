@@ -12,6 +12,7 @@ pub mod dimse;
 pub mod header;
 pub mod naming;
 pub mod receive;
+pub mod rules;
 pub mod scan;
 pub mod server;
 pub mod sop_classes;

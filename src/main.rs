@@ -28,13 +28,23 @@ enum Command {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
     },
-    /// List received studies, most recent first.
+    /// List received studies with their naming status (G9318 conforming, G9319 needs a
+    /// reason, G9320 reason documented), oldest waiting first.
     Studies {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
-        /// Print one JSON document instead of a table.
+        /// Which studies: needs-reason, reason-documented, conforming or all.
+        #[arg(long, default_value = "all")]
+        status: String,
+        /// Only studies first received on or after this date (YYYY-MM-DD).
         #[arg(long)]
+        since: Option<String>,
+        /// Print one JSON document instead of a table.
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
     },
     /// Show one study and its series.
     Study {
@@ -46,6 +56,103 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The standardized nomenclature: import playbooks, re-judge stored studies, try names.
+    Nomenclature {
+        #[command(subcommand)]
+        command: NomenclatureCommand,
+    },
+    /// Document the medical reason a study is not named per the standard (append-only; the
+    /// latest record supersedes).
+    Reason {
+        /// Study Instance UID.
+        study_instance_uid: String,
+        /// Reason code from naming.reasons (see config/simgate.toml), e.g. rt-planning.
+        #[arg(long)]
+        code: String,
+        /// Free text; required for reasons marked note_required (e.g. other).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Who documents it (the radiation oncologist).
+        #[arg(long)]
+        by: String,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count G9318, G9319 and G9320 and the conformance rate for studies first received
+    /// between two dates.
+    Report {
+        /// First day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: String,
+        /// Group by month, station or physician (who documented the reason).
+        #[arg(long, default_value = "month")]
+        by: String,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NomenclatureCommand {
+    /// Import a RadLex Core Playbook CSV or a LOINC/RSNA Radiology Playbook CSV (format
+    /// detected from the header). The same file again changes nothing; a newer release of
+    /// the same playbook replaces the older.
+    Import {
+        file: PathBuf,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+    },
+    /// List the built-in and imported nomenclature sources.
+    Sources {
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge every stored study again (after an import or a rules change); documented
+    /// reasons stay.
+    Recheck {
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+    },
+    /// Show the verdict the receiver would give to these values.
+    Check {
+        #[arg(long, default_value = "")]
+        study_description: String,
+        /// A series description (CT); repeat for several series.
+        #[arg(long)]
+        series_description: Vec<String>,
+        /// A procedure code as VALUE^SCHEME, e.g. RPID6008^RADLEX; repeatable.
+        #[arg(long)]
+        code: Vec<String>,
+        /// Station Name (0008,1010).
+        #[arg(long)]
+        station: Option<String>,
+        /// Calling AE title of the sender.
+        #[arg(long)]
+        calling_ae_title: Option<String>,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn format(json: bool, csv: bool) -> simgate::cli::Format {
+    match (json, csv) {
+        (true, _) => simgate::cli::Format::Json,
+        (_, true) => simgate::cli::Format::Csv,
+        _ => simgate::cli::Format::Table,
+    }
 }
 
 fn main() -> ExitCode {
@@ -75,8 +182,99 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# {} is valid; resolved values:", config.display());
             print!("{}", toml::to_string_pretty(&resolved)?);
         }
-        Command::Studies { config, json } => {
-            simgate::cli::studies(&Config::load(&config)?, json, stdout)?;
+        Command::Studies {
+            config,
+            status,
+            since,
+            json,
+            csv,
+        } => {
+            let status = match status.as_str() {
+                "all" => None,
+                other => Some(simgate::naming::StudyStatus::parse(other).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--status {other:?}: use needs-reason, reason-documented, conforming or all"
+                    )
+                })?),
+            };
+            simgate::cli::studies(
+                &Config::load(&config)?,
+                status,
+                since.as_deref(),
+                format(json, csv),
+                stdout,
+            )?;
+        }
+        Command::Nomenclature { command } => match command {
+            NomenclatureCommand::Import { file, config } => {
+                simgate::cli::nomenclature_import(&Config::load(&config)?, &file, stdout)?;
+            }
+            NomenclatureCommand::Sources { config, json } => {
+                simgate::cli::nomenclature_sources(&Config::load(&config)?, json, stdout)?;
+            }
+            NomenclatureCommand::Recheck { config } => {
+                simgate::cli::nomenclature_recheck(&Config::load(&config)?, stdout)?;
+            }
+            NomenclatureCommand::Check {
+                study_description,
+                series_description,
+                code,
+                station,
+                calling_ae_title,
+                config,
+                json,
+            } => {
+                let input = simgate::cli::CheckInput {
+                    study_description,
+                    series_descriptions: series_description,
+                    codes: code,
+                    station,
+                    calling_ae_title,
+                };
+                simgate::cli::nomenclature_check(&Config::load(&config)?, &input, json, stdout)?;
+            }
+        },
+        Command::Reason {
+            study_instance_uid,
+            code,
+            note,
+            by,
+            config,
+            json,
+        } => {
+            simgate::cli::reason(
+                &Config::load(&config)?,
+                &study_instance_uid,
+                &code,
+                &note,
+                &by,
+                json,
+                stdout,
+            )?;
+        }
+        Command::Report {
+            from,
+            to,
+            by,
+            config,
+            json,
+            csv,
+        } => {
+            use simgate::store::naming::ReportGrouping;
+            let grouping = match by.as_str() {
+                "month" => ReportGrouping::Month,
+                "station" => ReportGrouping::Station,
+                "physician" => ReportGrouping::Physician,
+                other => anyhow::bail!("--by {other:?}: use month, station or physician"),
+            };
+            simgate::cli::report(
+                &Config::load(&config)?,
+                &from,
+                &to,
+                grouping,
+                format(json, csv),
+                stdout,
+            )?;
         }
         Command::Study {
             study_instance_uid,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, ReloadablePolicy};
+use crate::naming::Naming;
 use crate::receive::{ReceiveContext, error_chain};
 use crate::spool::{Spool, SpoolError};
 use crate::store::{self, IndexHandle, StoreError};
@@ -38,6 +39,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot start the index writer")]
     Thread(#[source] std::io::Error),
+    #[error("cannot load the naming rules")]
+    Rules(#[from] crate::rules::RulesLoadError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
 }
@@ -51,12 +54,13 @@ pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     policy: watch::Receiver<Arc<ReloadablePolicy>>,
+    naming: watch::Receiver<Arc<Naming>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
     let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
     let (index, writer_thread) =
-        IndexHandle::spawn(conn, INDEX_QUEUE).map_err(ServerError::Thread)?;
+        IndexHandle::spawn(conn, INDEX_QUEUE, Some(naming)).map_err(ServerError::Thread)?;
     let context = ReceiveContext {
         spool,
         index,
@@ -187,14 +191,28 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServerError> {
             source,
         })?;
     let (policy_tx, policy) = watch::channel(Arc::new(config.reloadable_policy()));
+    let naming = load_naming(&config)?;
+    tracing::info!(
+        standard_names = naming.nomenclature.len(),
+        series_kinds = naming.rules.kinds().len(),
+        "naming rules loaded"
+    );
+    let (naming_tx, naming) = watch::channel(Arc::new(naming));
     let shutdown = CancellationToken::new();
-    spawn_signal_handlers(config_path, policy_tx, shutdown.clone())?;
-    run(listener, config, policy, shutdown).await
+    spawn_signal_handlers(config_path, policy_tx, naming_tx, shutdown.clone())?;
+    run(listener, config, policy, naming, shutdown).await
+}
+
+/// Opens (and migrates) the database to read imported playbooks, then loads the rules.
+fn load_naming(config: &Config) -> Result<Naming, ServerError> {
+    let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
+    Ok(crate::rules::load(&config.naming, &conn)?)
 }
 
 fn spawn_signal_handlers(
     config_path: PathBuf,
     policy: watch::Sender<Arc<ReloadablePolicy>>,
+    naming: watch::Sender<Arc<Naming>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -206,7 +224,7 @@ fn spawn_signal_handlers(
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); }
                 _ = interrupt.recv() => { tracing::info!("interrupt received"); shutdown.cancel(); }
-                _ = hangup.recv() => reload(&config_path, &policy),
+                _ = hangup.recv() => reload(&config_path, &policy, &naming),
             }
         }
     });
@@ -214,11 +232,24 @@ fn spawn_signal_handlers(
 }
 
 /// Re-reads the config file; only the reloadable keys take effect, the rest need a restart.
-fn reload(config_path: &std::path::Path, policy: &watch::Sender<Arc<ReloadablePolicy>>) {
+fn reload(
+    config_path: &std::path::Path,
+    policy: &watch::Sender<Arc<ReloadablePolicy>>,
+    naming: &watch::Sender<Arc<Naming>>,
+) {
     match Config::load(config_path) {
         Ok(config) => {
             let next = config.reloadable_policy();
             policy.send_replace(Arc::new(next.clone()));
+            // Imported playbooks and edited rules take effect for new evidence from now on.
+            match load_naming(&config) {
+                Ok(rules) => {
+                    naming.send_replace(Arc::new(rules));
+                }
+                Err(e) => {
+                    tracing::error!(cause = %error_chain(&e), "naming rules not reloaded; keeping the previous ones")
+                }
+            }
             tracing::info!(
                 reserve_free_bytes = next.reserve_free_bytes,
                 allowed_calling_ae_titles = next.allowed_calling_ae_titles.len(),

@@ -3,6 +3,7 @@
 //! migrations, records received instances through one writer thread ([`writer`]), and answers
 //! the read queries of the CLI.
 
+pub mod naming;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -16,10 +17,16 @@ use crate::config::Durability;
 pub use writer::{IndexHandle, IndexedInstance, RecordOutcome};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` says how many have run.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_receive",
-    include_str!("../../migrations/0001_receive.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_receive",
+        include_str!("../../migrations/0001_receive.sql"),
+    ),
+    (
+        "0002_naming",
+        include_str!("../../migrations/0002_naming.sql"),
+    ),
+];
 
 /// How long a connection waits for another one's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +59,15 @@ pub enum StoreError {
 
 /// Opens (creating if needed) and migrates the database for the server.
 pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create folder {}: {e}", dir.display())),
+            ),
+        })?;
+    }
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_path_buf(),
         source,
@@ -149,6 +165,10 @@ pub struct SeriesSummary {
     pub instance_count: i64,
     pub bytes: i64,
     pub last_received_at: String,
+    /// The series kind of the site's conventions, '' when none.
+    pub kind: String,
+    /// `conforming`, `nonstandard`, `not-judged`, or '' before any verdict.
+    pub verdict: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +188,8 @@ pub struct StudyDetail {
     pub requested_procedure_description: String,
     pub procedure_codes: Vec<CodeRow>,
     pub series: Vec<SeriesSummary>,
+    /// The naming verdict, reasons and status history; absent before the first verdict.
+    pub naming: Option<naming::StudyNaming>,
 }
 
 const STUDY_SUMMARY_SQL: &str = "
@@ -245,7 +267,7 @@ pub fn study_detail(
         "SELECT se.series_instance_uid, se.series_number, se.modality, se.series_description,
                 se.protocol_name, se.station_name, se.manufacturer, se.manufacturer_model_name,
                 se.frame_of_reference_uid, count(i.sop_instance_uid), coalesce(sum(i.file_size), 0),
-                se.last_received_at
+                se.last_received_at, se.kind, se.verdict
          FROM series se LEFT JOIN instances i USING (series_instance_uid)
          WHERE se.study_instance_uid = ?1
          GROUP BY se.series_instance_uid
@@ -266,6 +288,8 @@ pub fn study_detail(
                 instance_count: row.get(9)?,
                 bytes: row.get(10)?,
                 last_received_at: row.get(11)?,
+                kind: row.get(12)?,
+                verdict: row.get(13)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -276,6 +300,7 @@ pub fn study_detail(
         requested_procedure_description,
         procedure_codes,
         series,
+        naming: naming::study_naming(conn, study_instance_uid)?,
     }))
 }
 

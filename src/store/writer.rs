@@ -10,8 +10,11 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use tokio::sync::watch;
+
 use super::StoreError;
 use crate::header::{CodeItem, InstanceHeader};
+use crate::naming::Naming;
 
 /// At most this many instances go into one transaction.
 const MAX_BATCH: usize = 256;
@@ -56,15 +59,18 @@ pub struct IndexHandle {
 
 impl IndexHandle {
     /// Starts the writer thread on an open, migrated connection. The thread ends when every
-    /// handle is dropped.
+    /// handle is dropped. With `naming`, each instance that brings new evidence (a new study
+    /// or series, new procedure codes, respiratory attributes) re-evaluates its study's
+    /// verdict in the same transaction.
     pub fn spawn(
         conn: Connection,
         queue_capacity: usize,
+        naming: Option<watch::Receiver<Arc<Naming>>>,
     ) -> std::io::Result<(IndexHandle, thread::JoinHandle<()>)> {
         let (requests, receiver) = mpsc::channel(queue_capacity.max(1));
         let thread = thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || run(conn, receiver))?;
+            .spawn(move || run(conn, receiver, naming))?;
         Ok((IndexHandle { requests }, thread))
     }
 
@@ -79,7 +85,11 @@ impl IndexHandle {
     }
 }
 
-fn run(mut conn: Connection, mut receiver: mpsc::Receiver<Request>) {
+fn run(
+    mut conn: Connection,
+    mut receiver: mpsc::Receiver<Request>,
+    naming: Option<watch::Receiver<Arc<Naming>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -89,7 +99,8 @@ fn run(mut conn: Connection, mut receiver: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let results = record_batch(&mut conn, &batch);
+        let naming = naming.as_ref().map(|n| Arc::clone(&n.borrow()));
+        let results = record_batch(&mut conn, &batch, naming.as_deref());
         for (request, result) in batch.drain(..).zip(results) {
             // The requester may have gone (association aborted): nothing to tell then.
             let _ = request.reply.send(result);
@@ -100,6 +111,7 @@ fn run(mut conn: Connection, mut receiver: mpsc::Receiver<Request>) {
 fn record_batch(
     conn: &mut Connection,
     batch: &[Request],
+    naming: Option<&Naming>,
 ) -> Vec<Result<RecordOutcome, StoreError>> {
     let fail_all = |error: rusqlite::Error, n: usize| -> Vec<Result<RecordOutcome, StoreError>> {
         tracing::error!(cause = %error, instances = n, "index transaction failed");
@@ -114,13 +126,23 @@ fn record_batch(
     };
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        let result = (|| {
+        let result = (|| -> Result<RecordOutcome, StoreError> {
             let savepoint = tx.savepoint()?;
-            let outcome = record(&savepoint, &request.instance)?;
+            let (outcome, new_evidence) = record(&savepoint, &request.instance)?;
+            if let (Some(naming), Some(cause)) = (naming, new_evidence) {
+                let instance = &request.instance;
+                super::naming::refresh_verdict(
+                    &savepoint,
+                    naming,
+                    &instance.header.study_instance_uid,
+                    &cause,
+                    &instance.received_at,
+                )?;
+            }
             savepoint.commit()?;
             Ok(outcome)
         })();
-        results.push(result.map_err(StoreError::Sql));
+        results.push(result);
     }
     match tx.commit() {
         Ok(()) => results,
@@ -128,7 +150,11 @@ fn record_batch(
     }
 }
 
-fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<RecordOutcome> {
+/// Records one instance; also says what new evidence it brought for the study's verdict.
+fn record(
+    tx: &Connection,
+    instance: &IndexedInstance,
+) -> rusqlite::Result<(RecordOutcome, Option<String>)> {
     let h = &instance.header;
     let previous: Option<(String, String)> = tx
         .prepare_cached(
@@ -139,8 +165,25 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     if let Some((hash, _)) = &previous
         && *hash == instance.content_hash
     {
-        return Ok(RecordOutcome::Identical);
+        return Ok((RecordOutcome::Identical, None));
     }
+    let study_known = tx
+        .prepare_cached("SELECT 1 FROM studies WHERE study_instance_uid = ?1")?
+        .query_row([&h.study_instance_uid], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let series_respiratory: Option<bool> = tx
+        .prepare_cached("SELECT respiratory_attributes FROM series WHERE series_instance_uid = ?1")?
+        .query_row([&h.series_instance_uid], |r| Ok(r.get::<_, i64>(0)? != 0))
+        .optional()?;
+    let mut new_evidence = match (study_known, series_respiratory) {
+        (false, _) => Some("first instance of the study".to_string()),
+        (true, None) => Some(format!("new series {:?}", h.series_description)),
+        (true, Some(false)) if h.respiratory_attributes => {
+            Some("respiratory attributes".to_string())
+        }
+        _ => None,
+    };
 
     tx.prepare_cached(
         "INSERT INTO studies (study_instance_uid, patient_id, patient_name, accession_number,
@@ -180,10 +223,11 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     tx.prepare_cached(
         "INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number,
              series_description, protocol_name, station_name, manufacturer, manufacturer_model_name,
-             frame_of_reference_uid, first_received_at, last_received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+             frame_of_reference_uid, first_received_at, last_received_at, respiratory_attributes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)
          ON CONFLICT (series_instance_uid) DO UPDATE SET
              last_received_at = excluded.last_received_at,
+             respiratory_attributes = max(respiratory_attributes, excluded.respiratory_attributes),
              series_description = coalesce(nullif(series_description, ''), excluded.series_description),
              protocol_name = coalesce(nullif(protocol_name, ''), excluded.protocol_name),
              station_name = coalesce(nullif(station_name, ''), excluded.station_name),
@@ -201,6 +245,7 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         h.manufacturer_model_name,
         h.frame_of_reference_uid,
         instance.received_at,
+        h.respiratory_attributes,
     ])?;
 
     let image_type = h.image_type.join("\\");
@@ -250,8 +295,8 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         instance.content_hash,
     ])?;
 
-    match previous {
-        None => Ok(RecordOutcome::New),
+    let outcome = match previous {
+        None => RecordOutcome::New,
         Some((old_hash, old_file_path)) => {
             tx.prepare_cached(
                 "INSERT INTO instance_replacements (sop_instance_uid, replaced_at, old_content_hash,
@@ -266,27 +311,32 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
                 instance.calling_ae_title,
                 instance.peer_address,
             ])?;
-            Ok(RecordOutcome::Replaced { old_file_path })
+            // A replaced instance may carry different names: judge the study again.
+            new_evidence.get_or_insert_with(|| "instance replaced".to_string());
+            RecordOutcome::Replaced { old_file_path }
         }
-    }
+    };
+    Ok((outcome, new_evidence))
 }
 
+/// Inserts code items not yet recorded; returns how many were new.
 fn insert_codes(
     tx: &Connection,
     study: &str,
     sequence: &str,
     codes: &[CodeItem],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<usize> {
     if codes.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let mut added = 0;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO study_procedure_codes
              (study_instance_uid, sequence, code_value, coding_scheme_designator, code_meaning)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for code in codes {
-        stmt.execute(params![
+        added += stmt.execute(params![
             study,
             sequence,
             code.code_value,
@@ -294,7 +344,7 @@ fn insert_codes(
             code.code_meaning
         ])?;
     }
-    Ok(())
+    Ok(added)
 }
 
 #[cfg(test)]
@@ -333,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let conn =
             super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
-        let (index, thread) = IndexHandle::spawn(conn, 8).expect("spawn");
+        let (index, thread) = IndexHandle::spawn(conn, 8, None).expect("spawn");
         assert_eq!(
             index
                 .record(instance("1.2.3.4.1", "aa11"))

@@ -25,11 +25,19 @@ impl App {
     /// Starts simgate with the default settings for tests plus `extra` lines appended to the
     /// `[listener]` table and `storage_extra` to `[storage]`.
     pub fn spawn_with(listener_extra: &str, storage_extra: &str) -> App {
+        Self::spawn_configured(listener_extra, storage_extra, "")
+    }
+
+    /// As [`spawn_with`](Self::spawn_with), with lines for the `[naming]` table too.
+    pub fn spawn_configured(listener_extra: &str, storage_extra: &str, naming_extra: &str) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("simgate.toml");
         let config = format!(
             "[listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\nidle_timeout = \"20s\"\nshutdown_deadline = \"10s\"\n{listener_extra}\n\
-             [storage]\ndir = \"data\"\n{storage_extra}\n"
+             [storage]\ndir = \"data\"\n{storage_extra}\n\
+             [naming]\nbuiltin_nomenclature = \"{repo}/config/nomenclature/standard-names.csv\"\n\
+             series_rules = \"{repo}/config/nomenclature/series-rules.toml\"\n{naming_extra}\n",
+            repo = env!("CARGO_MANIFEST_DIR"),
         );
         let config = if storage_extra.contains("reserve_free_bytes") {
             config
