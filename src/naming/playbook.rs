@@ -221,3 +221,99 @@ fn is_loinc(code: &str) -> bool {
 fn line_of(bytes: &[u8], offset: usize) -> u64 {
     bytes[..offset].iter().filter(|&&b| b == b'\n').count() as u64 + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORE: &str = "RPID,LETTER_CODE,\"SHORT_NAME\",\"LONG_NAME\",MODALITY,PLAYBOOK_TYPE,POPULATION,BODY_REGION,RIDS\n\
+        RPID16,CTCHU,\"CT Chest wo\",\"CT Chest wo IV Contrast\",CT,RADIOLOGY ORDERABLE, ,CHEST,RID10321|0\n\
+        RPID3,CTABU,\"CT Abd wo\",\"CT Abdomen wo  IV Contrast\",CT,RADIOLOGY ORDERABLE, ,ABDOMEN,RID10321\n\
+        RPID9001,XXQC,\"CT Head, Neck\",\"CT Head, Neck w IV Contrast\",CT,RADIOLOGY ORDERABLE, , ,\n";
+
+    const LOINC: &str = "\"LoincNumber\",\"LongCommonName\",\"PartNumber\",\"PartTypeName\",\"PartName\",\"PartSequenceOrder\",\"RID\",\"PreferredName\",\"RPID\",\"LongName\"\n\
+        \"24627-2\"    ,\"CT Chest\"    ,\"LP1\",\"Rad.Anatomic Location.Region Imaged\",\"Chest\",\"A\",\"RID1243\",\"chest\",\"\",\"\"\n\
+        \"24627-2\"    ,\"CT Chest\"    ,\"LP2\",\"Rad.Modality.Modality Type\",\"CT\",\"A\",\"RID10321\",\"CT\",\"\",\"\"\n\
+        \"29252-4\",\"CT Chest WO contrast\",\"LP2\",\"Rad.Modality.Modality Type\",\"CT\",\"A\",\"RID10321\",\"CT\",\"RPID16\",\"CT Chest wo IV Contrast\"\n\
+        \"29252-4\",\"CT Chest WO contrast\",\"LP3\",\"Rad.Pharmaceutical.Route\",\"IV\",\"A\",\"\",\"\",\"RPID16\",\"CT Chest wo IV Contrast\"\n";
+
+    #[test]
+    fn a_radlex_core_playbook_is_read_with_quoted_commas_and_blank_cells() {
+        let playbook = parse("core.csv", CORE.as_bytes()).expect("parse");
+        assert_eq!(playbook.format, PlaybookFormat::RadlexCore);
+        assert_eq!(playbook.rows, 3);
+        assert_eq!(
+            playbook.names[1].long_name, "CT Abdomen wo  IV Contrast",
+            "runs of spaces are kept"
+        );
+        assert_eq!(playbook.names[2].short_name, "CT Head, Neck");
+        assert_eq!(playbook.names[0].modality, "CT");
+    }
+
+    #[test]
+    fn a_loinc_playbook_is_grouped_by_loinc_number_with_padded_cells_trimmed() {
+        let playbook = parse("LoincRsnaRadiologyPlaybook.csv", LOINC.as_bytes()).expect("parse");
+        assert_eq!(playbook.format, PlaybookFormat::LoincRsna);
+        assert_eq!(playbook.rows, 4);
+        let loinc: Vec<_> = playbook
+            .names
+            .iter()
+            .filter(|n| n.scheme == Scheme::Loinc)
+            .collect();
+        assert_eq!(loinc.len(), 2);
+        assert_eq!(loinc[0].code, "24627-2");
+        assert_eq!(loinc[0].long_name, "CT Chest");
+        assert_eq!(loinc[0].modality, "CT");
+        let twin: Vec<_> = playbook
+            .names
+            .iter()
+            .filter(|n| n.scheme == Scheme::Radlex)
+            .collect();
+        assert_eq!(twin.len(), 1, "the RadLex twin of 29252-4");
+        assert_eq!(twin[0].code, "RPID16");
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_file_and_line() {
+        let err = parse("notes.csv", b"name,value\nx,1\n").expect_err("wrong header");
+        assert_eq!((err.file.as_str(), err.line), ("notes.csv", 1));
+        let err = parse(
+            "core.csv",
+            format!("{CORE}RPIDX,A,\"b\",\"c\",CT\n").as_bytes(),
+        )
+        .expect_err("bad code");
+        assert_eq!(err.line, 5, "{err}");
+        let err = parse(
+            "core.csv",
+            b"RPID,LETTER_CODE,\"SHORT_NAME\",\"LONG_NAME\"\n",
+        )
+        .expect_err("empty");
+        assert!(err.problem.contains("no procedures"), "{err}");
+        let err = parse("bin.csv", &[0xff, 0xfe, 0x00]).expect_err("binary");
+        assert!(err.problem.contains("UTF-8"), "{err}");
+        let err = parse(
+            "loinc.csv",
+            b"\"LoincNumber\",\"LongCommonName\"\n\"24627\",\"CT Chest\"\n",
+        )
+        .expect_err("bad number");
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn the_shipped_built_in_list_parses() {
+        let builtin = parse(
+            "standard-names.csv",
+            include_bytes!("../../config/nomenclature/standard-names.csv"),
+        )
+        .expect("parse");
+        assert_eq!(builtin.format, PlaybookFormat::Builtin);
+        for code in [
+            "RPID6008", "RPID6009", "RPID6010", "RPID16", "24627-2", "29252-4",
+        ] {
+            assert!(
+                builtin.names.iter().any(|n| n.code == code),
+                "{code} missing"
+            );
+        }
+    }
+}

@@ -675,3 +675,125 @@ pub fn study_naming(conn: &Connection, study: &str) -> Result<Option<StudyNaming
         .collect::<Result<_, _>>()?;
     Ok(Some(naming))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+
+    fn name(code: &str, long_name: &str) -> StandardName {
+        StandardName {
+            scheme: Scheme::Radlex,
+            code: code.into(),
+            long_name: long_name.into(),
+            short_name: String::new(),
+            modality: "CT".into(),
+        }
+    }
+
+    #[test]
+    fn the_same_file_again_changes_nothing_and_a_newer_release_replaces_the_older() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn =
+            super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        let v1 = [
+            name("RPID16", "CT Chest wo IV Contrast"),
+            name("RPID3", "CT Abdomen wo IV Contrast"),
+        ];
+        let first = import_source(
+            &mut conn,
+            "radlex-core-playbook",
+            "v1.csv",
+            "aaa",
+            2,
+            &v1,
+            "t1",
+        )
+        .expect("import");
+        assert_eq!(first, ImportOutcome::Imported { replaced: vec![] });
+        let again = import_source(
+            &mut conn,
+            "radlex-core-playbook",
+            "v1-copy.csv",
+            "aaa",
+            2,
+            &v1,
+            "t2",
+        )
+        .expect("import");
+        assert_eq!(
+            again,
+            ImportOutcome::Unchanged {
+                imported_at: "t1".into()
+            }
+        );
+        assert_eq!(imported_names(&conn).expect("names").len(), 2);
+
+        let v2 = [name("RPID16", "CT Chest wo IV Contrast")];
+        let newer = import_source(
+            &mut conn,
+            "radlex-core-playbook",
+            "v2.csv",
+            "bbb",
+            1,
+            &v2,
+            "t3",
+        )
+        .expect("import");
+        assert_eq!(
+            newer,
+            ImportOutcome::Imported {
+                replaced: vec!["v1.csv".into()]
+            }
+        );
+        assert_eq!(imported_names(&conn).expect("names").len(), 1);
+        let sources = sources(&conn).expect("sources");
+        assert_eq!(sources.len(), 1);
+        assert_eq!(
+            (sources[0].file_name.as_str(), sources[0].sha256.as_str()),
+            ("v2.csv", "bbb")
+        );
+
+        // Another playbook is another source: both stay.
+        let loinc = [StandardName {
+            scheme: Scheme::Loinc,
+            code: "24627-2".into(),
+            long_name: "CT Chest".into(),
+            short_name: String::new(),
+            modality: "CT".into(),
+        }];
+        import_source(
+            &mut conn,
+            "loinc-rsna-radiology-playbook",
+            "loinc.csv",
+            "ccc",
+            3,
+            &loinc,
+            "t4",
+        )
+        .expect("import");
+        assert_eq!(imported_names(&conn).expect("names").len(), 2);
+    }
+
+    #[test]
+    fn documented_reasons_are_append_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn =
+            super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        conn.execute(
+            "INSERT INTO studies (study_instance_uid, first_received_at, last_received_at) VALUES ('1.2', 't', 't')",
+            [],
+        )
+        .expect("study");
+        conn.execute(
+            "INSERT INTO study_reasons (study_instance_uid, reason_code, documented_by, documented_at)
+             VALUES ('1.2', 'rt-planning', 'dr a', 't')",
+            [],
+        )
+        .expect("insert");
+        let update = conn.execute("UPDATE study_reasons SET reason_code = 'other'", []);
+        assert!(update.is_err(), "an update went through");
+        let delete = conn.execute("DELETE FROM study_reasons", []);
+        assert!(delete.is_err(), "a delete went through");
+    }
+}

@@ -3,5 +3,6 @@
 mod cli;
 mod durability;
 mod malformed;
+mod naming;
 mod receive;
 mod support;
