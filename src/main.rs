@@ -179,7 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let resolved = Config::load(&config)?;
+            let (names, kinds) = simgate::rules::check_files(&resolved.naming)?;
             println!("# {} is valid; resolved values:", config.display());
+            println!("# built-in standard names: {names}; series kinds: {kinds}");
             print!("{}", toml::to_string_pretty(&resolved)?);
         }
         Command::Studies {

@@ -97,3 +97,19 @@ pub fn load(config: &NamingConfig, conn: &Connection) -> Result<Naming, RulesLoa
         },
     })
 }
+
+/// Reads and parses the built-in list and the series rules, for `check-config`: returns the
+/// number of standard names and of series kinds.
+pub fn check_files(config: &NamingConfig) -> Result<(usize, usize), RulesLoadError> {
+    let builtin = read_playbook(&config.builtin_nomenclature)?;
+    let rules_text =
+        std::fs::read_to_string(&config.series_rules).map_err(|source| RulesLoadError::Read {
+            path: config.series_rules.clone(),
+            source,
+        })?;
+    let rules = SeriesRules::parse(&rules_text).map_err(|source| RulesLoadError::Rules {
+        path: config.series_rules.clone(),
+        source,
+    })?;
+    Ok((builtin.playbook.names.len(), rules.kinds().len()))
+}
