@@ -346,11 +346,13 @@ pub fn nomenclature_sources(
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "built-in: {}",
-        config.naming.builtin_nomenclature.display()
-    )?;
+    match &config.naming.builtin_nomenclature {
+        Some(path) => writeln!(out, "built-in: {}", path.display())?,
+        None => writeln!(
+            out,
+            "built-in: the copy of config/nomenclature/standard-names.csv in simgate"
+        )?,
+    }
     for s in sources {
         writeln!(
             out,

@@ -138,8 +138,10 @@ pub struct ReasonChoice {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NamingConfig {
-    pub builtin_nomenclature: PathBuf,
-    pub series_rules: PathBuf,
+    /// `None`: the copy of config/nomenclature/standard-names.csv built into simgate.
+    pub builtin_nomenclature: Option<PathBuf>,
+    /// `None`: the copy of config/nomenclature/series-rules.toml built into simgate.
+    pub series_rules: Option<PathBuf>,
     pub radlex_scheme_designators: Vec<String>,
     pub loinc_scheme_designators: Vec<String>,
     pub series_findings_need_reason: bool,
@@ -369,8 +371,8 @@ impl Resolver<'_> {
             ));
         }
         Ok(NamingConfig {
-            builtin_nomenclature: self.path_from_base(n.builtin_nomenclature),
-            series_rules: self.path_from_base(n.series_rules),
+            builtin_nomenclature: n.builtin_nomenclature.map(|p| self.path_from_base(p)),
+            series_rules: n.series_rules.map(|p| self.path_from_base(p)),
             radlex_scheme_designators: n.radlex_scheme_designators,
             loinc_scheme_designators: n.loinc_scheme_designators,
             series_findings_need_reason: n.series_findings_need_reason,
@@ -405,8 +407,8 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawNaming {
-    builtin_nomenclature: PathBuf,
-    series_rules: PathBuf,
+    builtin_nomenclature: Option<PathBuf>,
+    series_rules: Option<PathBuf>,
     radlex_scheme_designators: Vec<String>,
     loinc_scheme_designators: Vec<String>,
     series_findings_need_reason: bool,
@@ -425,8 +427,8 @@ impl Default for RawNaming {
             note_required,
         };
         Self {
-            builtin_nomenclature: PathBuf::from("nomenclature/standard-names.csv"),
-            series_rules: PathBuf::from("nomenclature/series-rules.toml"),
+            builtin_nomenclature: None,
+            series_rules: None,
             radlex_scheme_designators: vec!["RADLEX".into(), "RPID".into()],
             loinc_scheme_designators: vec!["LN".into()],
             series_findings_need_reason: true,

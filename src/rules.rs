@@ -62,20 +62,43 @@ pub fn read_playbook(path: &Path) -> Result<PlaybookFile, RulesLoadError> {
     })
 }
 
+/// The shipped files, built in: used when the config names no file of its own.
+const EMBEDDED_STANDARD_NAMES: &[u8] = include_bytes!("../config/nomenclature/standard-names.csv");
+const EMBEDDED_SERIES_RULES: &str = include_str!("../config/nomenclature/series-rules.toml");
+
+fn builtin_playbook(config: &NamingConfig) -> Result<Playbook, RulesLoadError> {
+    match &config.builtin_nomenclature {
+        Some(path) => Ok(read_playbook(path)?.playbook),
+        None => Ok(playbook::parse(
+            "(built-in standard-names.csv)",
+            EMBEDDED_STANDARD_NAMES,
+        )?),
+    }
+}
+
+fn series_rules(config: &NamingConfig) -> Result<SeriesRules, RulesLoadError> {
+    let (path, text) = match &config.series_rules {
+        Some(path) => (
+            path.clone(),
+            std::fs::read_to_string(path).map_err(|source| RulesLoadError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => (
+            PathBuf::from("(built-in series-rules.toml)"),
+            EMBEDDED_SERIES_RULES.to_string(),
+        ),
+    };
+    SeriesRules::parse(&text).map_err(|source| RulesLoadError::Rules { path, source })
+}
+
 /// Builds the naming rules: built-in names, then imported ones (which win on the same code).
 pub fn load(config: &NamingConfig, conn: &Connection) -> Result<Naming, RulesLoadError> {
-    let builtin = read_playbook(&config.builtin_nomenclature)?;
+    let builtin = builtin_playbook(config)?;
     let imported = store::naming::imported_names(conn)?;
-    let nomenclature = Nomenclature::new(builtin.playbook.names.into_iter().chain(imported));
-    let rules_text =
-        std::fs::read_to_string(&config.series_rules).map_err(|source| RulesLoadError::Read {
-            path: config.series_rules.clone(),
-            source,
-        })?;
-    let rules = SeriesRules::parse(&rules_text).map_err(|source| RulesLoadError::Rules {
-        path: config.series_rules.clone(),
-        source,
-    })?;
+    let nomenclature = Nomenclature::new(builtin.names.into_iter().chain(imported));
+    let rules = series_rules(config)?;
     let planning_patterns = config
         .planning_patterns
         .iter()
@@ -101,15 +124,8 @@ pub fn load(config: &NamingConfig, conn: &Connection) -> Result<Naming, RulesLoa
 /// Reads and parses the built-in list and the series rules, for `check-config`: returns the
 /// number of standard names and of series kinds.
 pub fn check_files(config: &NamingConfig) -> Result<(usize, usize), RulesLoadError> {
-    let builtin = read_playbook(&config.builtin_nomenclature)?;
-    let rules_text =
-        std::fs::read_to_string(&config.series_rules).map_err(|source| RulesLoadError::Read {
-            path: config.series_rules.clone(),
-            source,
-        })?;
-    let rules = SeriesRules::parse(&rules_text).map_err(|source| RulesLoadError::Rules {
-        path: config.series_rules.clone(),
-        source,
-    })?;
-    Ok((builtin.playbook.names.len(), rules.kinds().len()))
+    Ok((
+        builtin_playbook(config)?.names.len(),
+        series_rules(config)?.kinds().len(),
+    ))
 }
