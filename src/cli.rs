@@ -626,3 +626,155 @@ pub fn report(
     }
     Ok(())
 }
+
+/// `simgate queue`: depth, oldest waiting and last error per destination, and per study.
+pub fn queue(
+    config: &Config,
+    destination: Option<&str>,
+    state: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if let Some(name) = destination {
+        check_destination(config, name)?;
+    }
+    if let Some(state) = state
+        && !["pending", "in-flight", "sent", "dead"].contains(&state)
+    {
+        anyhow::bail!("--state {state:?}: use pending, in-flight, sent or dead");
+    }
+    let conn = store::open_existing(&config.storage.database_path())?;
+    let mut summary = crate::store::forward::summary(&conn, destination)?;
+    // Configured destinations with nothing queued yet still show.
+    for d in &config.destinations {
+        if destination.is_none_or(|n| n == d.name)
+            && !summary.iter().any(|s| s.destination == d.name)
+        {
+            summary.push(crate::store::forward::DestinationQueue {
+                destination: d.name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    let studies = crate::store::forward::by_study(&conn, destination, state)?;
+    if json {
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &serde_json::json!({ "destinations": summary, "studies": studies }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if summary.is_empty() {
+        writeln!(
+            out,
+            "No destinations configured: instances are received and logged only."
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:<24}  LAST ERROR",
+        "DESTINATION", "PENDING", "IN-FLIGHT", "SENT", "DEAD", "OLDEST WAITING SINCE"
+    )?;
+    for s in &summary {
+        writeln!(
+            out,
+            "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:<24}  {}",
+            s.destination,
+            s.pending,
+            s.in_flight,
+            s.sent,
+            s.dead,
+            s.oldest_waiting_since.as_deref().unwrap_or("-"),
+            clip(&s.last_error, 80)
+        )?;
+    }
+    if !studies.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  LAST ERROR",
+            "DESTINATION", "STUDY INSTANCE UID", "STATE", "INSTANCES", "OLDEST QUEUED"
+        )?;
+        for s in &studies {
+            writeln!(
+                out,
+                "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  {}",
+                s.destination,
+                s.study_instance_uid,
+                s.state,
+                s.instances,
+                s.oldest_queued_at,
+                clip(&s.last_error, 60)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_destination(config: &Config, name: &str) -> anyhow::Result<()> {
+    if config.destinations.iter().any(|d| d.name == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = config
+        .destinations
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    anyhow::bail!(
+        "no destination {name:?}; configured: {}",
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// `simgate queue retry (--study UID | --dead) [--destination NAME]`.
+pub fn queue_retry(
+    config: &Config,
+    study: Option<&str>,
+    dead: bool,
+    destination: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    if study.is_none() && !dead {
+        anyhow::bail!("say what to retry: --study UID or --dead");
+    }
+    if let Some(name) = destination {
+        check_destination(config, name)?;
+    }
+    let conn = store::open_existing(&config.storage.database_path())?;
+    let count = crate::store::forward::retry(&conn, study, dead, destination)?;
+    writeln!(
+        out,
+        "Queued {count} instances again; a running gateway sends them within a second."
+    )?;
+    Ok(())
+}
+
+/// `simgate forward --study UID --destination NAME`: send a whole study again.
+pub fn forward_study(
+    config: &Config,
+    study: &str,
+    destination: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    check_destination(config, destination)?;
+    let conn = store::open_existing(&config.storage.database_path())?;
+    let count = crate::store::forward::forward_study(
+        &conn,
+        study,
+        destination,
+        &crate::receive::now_rfc3339(),
+    )?;
+    if count == 0 {
+        return Err(CliError::UnknownStudy(study.to_string()).into());
+    }
+    writeln!(
+        out,
+        "Queued {count} instances of {study} for {destination}."
+    )?;
+    Ok(())
+}

@@ -86,6 +86,8 @@ pub struct Config {
     pub listener: ListenerConfig,
     pub storage: StorageConfig,
     pub naming: NamingConfig,
+    pub forward: ForwardConfig,
+    pub destinations: Vec<DestinationConfig>,
     /// The file this was read from, for messages.
     pub source: PathBuf,
 }
@@ -115,6 +117,60 @@ pub struct StorageConfig {
     pub dir: PathBuf,
     pub durability: Durability,
     pub reserve_free_bytes: u64,
+    /// A spool file is deleted once every destination has it and this long has passed.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+}
+
+/// A DICOM destination (the TPS first of all) that receives every matching instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub ae_title: AeTitle,
+    /// host:port, resolved at each connection.
+    pub address: String,
+    pub calling_ae_title: AeTitle,
+    /// Only these SOP classes (empty: all).
+    pub sop_classes: Vec<String>,
+    /// Only these modalities (empty: all).
+    pub modalities: Vec<String>,
+    /// Only instances received from these calling AE titles (empty: all).
+    pub from_calling_ae_titles: Vec<AeTitle>,
+}
+
+impl DestinationConfig {
+    /// Whether an instance goes to this destination.
+    pub fn accepts(&self, sop_class_uid: &str, modality: &str, calling_ae_title: &str) -> bool {
+        (self.sop_classes.is_empty() || self.sop_classes.iter().any(|c| c == sop_class_uid))
+            && (self.modalities.is_empty()
+                || self
+                    .modalities
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(modality)))
+            && (self.from_calling_ae_titles.is_empty()
+                || self
+                    .from_calling_ae_titles
+                    .iter()
+                    .any(|ae| ae.as_str() == calling_ae_title.trim()))
+    }
+}
+
+/// How forwarders retry and pace themselves.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub initial_backoff: Duration,
+    pub backoff_multiplier: f64,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_release: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub response_timeout: Duration,
+    pub max_pdu_length: u32,
 }
 
 impl StorageConfig {
@@ -311,12 +367,82 @@ impl Resolver<'_> {
             dir,
             durability: s.durability,
             reserve_free_bytes,
+            retention: self.duration("storage.retention", &s.retention)?,
         };
         let naming = self.naming(raw.naming)?;
+        let f = raw.forward;
+        if !(f.backoff_multiplier >= 1.0 && f.backoff_multiplier <= 10.0) {
+            return Err(self.invalid("forward.backoff_multiplier", "must be between 1 and 10"));
+        }
+        if f.max_attempts == 0 {
+            return Err(self.invalid("forward.max_attempts", "must be at least 1"));
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&f.max_pdu_length) {
+            return Err(self.invalid("forward.max_pdu_length", "must be within 4096 ..= 16777216"));
+        }
+        let forward = ForwardConfig {
+            initial_backoff: self.duration("forward.initial_backoff", &f.initial_backoff)?,
+            backoff_multiplier: f.backoff_multiplier,
+            max_backoff: self.duration("forward.max_backoff", &f.max_backoff)?,
+            max_attempts: f.max_attempts,
+            idle_release: self.duration("forward.idle_release", &f.idle_release)?,
+            connect_timeout: self.duration("forward.connect_timeout", &f.connect_timeout)?,
+            response_timeout: self.duration("forward.response_timeout", &f.response_timeout)?,
+            max_pdu_length: f.max_pdu_length,
+        };
+        let mut destinations: Vec<DestinationConfig> = Vec::new();
+        for d in raw.destinations {
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    "destinations.name",
+                    format!("{:?} must be letters, digits, - or _", d.name),
+                ));
+            }
+            if destinations.iter().any(|other| other.name == d.name) {
+                return Err(
+                    self.invalid("destinations.name", format!("{:?} appears twice", d.name))
+                );
+            }
+            let port_ok = d.address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !port_ok {
+                return Err(self.invalid(
+                    "destinations.address",
+                    format!("{:?} is not host:port", d.address),
+                ));
+            }
+            let ae = |raw: &str| {
+                AeTitle::parse(raw).map_err(|e| self.invalid("destinations.ae_title", e))
+            };
+            destinations.push(DestinationConfig {
+                ae_title: ae(&d.ae_title)?,
+                calling_ae_title: match &d.calling_ae_title {
+                    Some(calling) => ae(calling)?,
+                    None => listener.ae_title.clone(),
+                },
+                from_calling_ae_titles: d
+                    .from_calling_ae_titles
+                    .iter()
+                    .map(|a| ae(a))
+                    .collect::<Result<_, _>>()?,
+                name: d.name,
+                address: d.address,
+                sop_classes: d.sop_classes,
+                modalities: d.modalities,
+            });
+        }
         Ok(Config {
             listener,
             storage,
             naming,
+            forward,
+            destinations,
             source: self.path.to_path_buf(),
         })
     }
@@ -402,6 +528,53 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     naming: RawNaming,
+    #[serde(default)]
+    forward: RawForward,
+    #[serde(default)]
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    name: String,
+    ae_title: String,
+    address: String,
+    calling_ae_title: Option<String>,
+    #[serde(default)]
+    sop_classes: Vec<String>,
+    #[serde(default)]
+    modalities: Vec<String>,
+    #[serde(default)]
+    from_calling_ae_titles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawForward {
+    initial_backoff: String,
+    backoff_multiplier: f64,
+    max_backoff: String,
+    max_attempts: u32,
+    idle_release: String,
+    connect_timeout: String,
+    response_timeout: String,
+    max_pdu_length: u32,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        Self {
+            initial_backoff: "2s".into(),
+            backoff_multiplier: 2.0,
+            max_backoff: "5m".into(),
+            max_attempts: 5,
+            idle_release: "10s".into(),
+            connect_timeout: "10s".into(),
+            response_timeout: "120s".into(),
+            max_pdu_length: 131_072,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,6 +663,8 @@ struct RawStorage {
     durability: Durability,
     #[serde(default = "defaults::reserve_free_bytes")]
     reserve_free_bytes: String,
+    #[serde(default = "defaults::retention")]
+    retention: String,
 }
 
 impl Default for RawStorage {
@@ -498,6 +673,7 @@ impl Default for RawStorage {
             dir: defaults::storage_dir(),
             durability: defaults::durability(),
             reserve_free_bytes: defaults::reserve_free_bytes(),
+            retention: defaults::retention(),
         }
     }
 }
@@ -538,6 +714,9 @@ mod defaults {
     }
     pub fn reserve_free_bytes() -> String {
         "1 GiB".into()
+    }
+    pub fn retention() -> String {
+        "7days".into()
     }
 }
 

@@ -164,6 +164,85 @@ pub fn is_valid_uid(uid: &str) -> bool {
         })
 }
 
+/// A C-STORE-RQ command set, as the forwarder sends it.
+pub fn encode_store_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(160);
+    put_element(&mut body, 0x0002, &even_uid(sop_class_uid));
+    put_element(&mut body, 0x0100, &command_field::C_STORE_RQ.to_le_bytes());
+    put_element(&mut body, 0x0110, &message_id.to_le_bytes());
+    put_element(&mut body, 0x0700, &0u16.to_le_bytes()); // priority: medium
+    put_element(&mut body, 0x0800, &0u16.to_le_bytes()); // a data set follows
+    put_element(&mut body, 0x1000, &even_uid(sop_instance_uid));
+    let mut out = Vec::with_capacity(body.len() + 12);
+    put_element(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The fields of a response command set the forwarder checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFields {
+    pub command_field: u16,
+    pub message_id_being_responded_to: u16,
+    pub status: Status,
+    pub error_comment: Option<String>,
+}
+
+impl ResponseFields {
+    /// Decodes a response command set with the same length checks as requests; a response
+    /// lacking its command field, message ID or status is refused.
+    pub fn decode(bytes: &[u8]) -> Result<ResponseFields, CommandError> {
+        let mut command_field = None;
+        let mut responded_to = None;
+        let mut status = None;
+        let mut error_comment = None;
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let header = bytes
+                .get(offset..offset + 8)
+                .ok_or(CommandError::Truncated { offset })?;
+            let group = u16::from_le_bytes([header[0], header[1]]);
+            let element = u16::from_le_bytes([header[2], header[3]]);
+            let declared = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            offset += 8;
+            let remaining = bytes.len() - offset;
+            if declared as usize > remaining {
+                return Err(CommandError::LengthBeyondEnd {
+                    group,
+                    element,
+                    declared,
+                    remaining,
+                });
+            }
+            if group != 0x0000 {
+                return Err(CommandError::NotCommandGroup { group, element });
+            }
+            let value = &bytes[offset..offset + declared as usize];
+            offset += declared as usize;
+            match element {
+                0x0100 => command_field = read_us(value),
+                0x0120 => responded_to = read_us(value),
+                0x0900 => status = read_us(value),
+                0x0902 => error_comment = Some(String::from_utf8_lossy(value).trim().to_string()),
+                _ => {}
+            }
+        }
+        Ok(ResponseFields {
+            command_field: command_field
+                .ok_or(CommandError::Missing("Command Field (0000,0100)"))?,
+            message_id_being_responded_to: responded_to.ok_or(CommandError::Missing(
+                "Message ID Being Responded To (0000,0120)",
+            ))?,
+            status: Status(status.ok_or(CommandError::Missing("Status (0000,0900)"))?),
+            error_comment,
+        })
+    }
+}
+
 /// A response command set: C-STORE-RSP or C-ECHO-RSP.
 #[derive(Debug, Clone)]
 pub struct Response<'a> {
@@ -339,6 +418,37 @@ mod tests {
             .to_int::<u32>()
             .expect("ul");
         assert_eq!(group_length as usize, bytes.len() - 12);
+    }
+
+    #[test]
+    fn a_store_request_round_trips_and_responses_decode_defensively() {
+        let request = Command::decode(&encode_store_request(
+            77,
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+        ))
+        .expect("decode");
+        assert_eq!(request.command_field, command_field::C_STORE_RQ);
+        assert_eq!(request.message_id, 77);
+        assert!(request.has_data_set());
+        let response = Response {
+            command_field: command_field::C_STORE_RSP,
+            message_id_being_responded_to: 77,
+            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            affected_sop_instance_uid: Some("1.2.3"),
+            status: Status(0xB007),
+            error_comment: Some("coerced"),
+        }
+        .encode();
+        let fields = ResponseFields::decode(&response).expect("decode");
+        assert_eq!(fields.status, Status(0xB007));
+        assert_eq!(fields.message_id_being_responded_to, 77);
+        assert_eq!(fields.error_comment.as_deref(), Some("coerced"));
+        assert!(ResponseFields::decode(&response[..response.len() - 2]).is_err());
+        assert!(
+            ResponseFields::decode(&store_rq(1)).is_err(),
+            "a request is not a response"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod association;
 pub mod cli;
 pub mod config;
 pub mod dimse;
+pub mod forward;
 pub mod header;
 pub mod naming;
 pub mod receive;

@@ -80,6 +80,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The forward queue: depth, oldest waiting, last error per destination and per study.
+    Queue {
+        #[command(subcommand)]
+        action: Option<QueueCommand>,
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only rows in this state (pending, in-flight, sent, dead) in the per-study list.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a whole study to a destination again.
+    Forward {
+        #[arg(long)]
+        study: String,
+        #[arg(long)]
+        destination: String,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
+    },
     /// Count G9318, G9319 and G9320 and the conformance rate for studies first received
     /// between two dates.
     Report {
@@ -98,6 +121,21 @@ enum Command {
         json: bool,
         #[arg(long)]
         csv: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Queue instances again: those of one study (not yet sent), or every dead letter.
+    Retry {
+        #[arg(long, required_unless_present = "dead", conflicts_with = "dead")]
+        study: Option<String>,
+        #[arg(long)]
+        dead: bool,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, short, default_value = "config/simgate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -236,6 +274,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 simgate::cli::nomenclature_check(&Config::load(&config)?, &input, json, stdout)?;
             }
         },
+        Command::Queue {
+            action,
+            destination,
+            state,
+            config,
+            json,
+        } => match action {
+            None => simgate::cli::queue(
+                &Config::load(&config)?,
+                destination.as_deref(),
+                state.as_deref(),
+                json,
+                stdout,
+            )?,
+            Some(QueueCommand::Retry {
+                study,
+                dead,
+                destination,
+                config,
+            }) => simgate::cli::queue_retry(
+                &Config::load(&config)?,
+                study.as_deref(),
+                dead,
+                destination.as_deref(),
+                stdout,
+            )?,
+        },
+        Command::Forward {
+            study,
+            destination,
+            config,
+        } => simgate::cli::forward_study(&Config::load(&config)?, &study, &destination, stdout)?,
         Command::Reason {
             study_instance_uid,
             code,

@@ -59,8 +59,35 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
     let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let (index, writer_thread) =
-        IndexHandle::spawn(conn, INDEX_QUEUE, Some(naming)).map_err(ServerError::Thread)?;
+    let (queue_changed_tx, queue_changed) = watch::channel(0u64);
+    let (index, writer_thread) = IndexHandle::spawn(
+        conn,
+        INDEX_QUEUE,
+        crate::store::WriterContext {
+            naming: Some(naming),
+            destinations: Arc::new(config.destinations.clone()),
+            queue_changed: queue_changed_tx,
+        },
+    )
+    .map_err(ServerError::Thread)?;
+    let tracker = TaskTracker::new();
+    crate::forward::start(
+        &config.listener.extra_sop_classes,
+        &config.destinations,
+        &config.forward,
+        &index,
+        &config.storage.dir,
+        &queue_changed,
+        &shutdown,
+        &tracker,
+    )
+    .await?;
+    tracker.spawn(retention(
+        Arc::clone(&spool),
+        index.clone(),
+        config.storage.retention,
+        shutdown.clone(),
+    ));
     let context = ReceiveContext {
         spool,
         index,
@@ -68,7 +95,6 @@ pub async fn run(
     };
     let listener_config = Arc::new(config.listener.clone());
     let associations = Arc::new(Semaphore::new(config.listener.max_associations));
-    let tracker = TaskTracker::new();
     let local = listener.local_addr().map_err(|source| ServerError::Bind {
         address: config.listener.bind,
         source,
@@ -149,6 +175,52 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes spool files that every destination has, once `storage.retention` has passed since
+/// they were received; index rows stay. Runs every minute.
+async fn retention(
+    spool: Arc<Spool>,
+    index: IndexHandle,
+    keep: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+        let cutoff =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now() - keep).to_string();
+        let expired = match index
+            .execute(move |conn| crate::store::forward::expired_files(conn, &cutoff, 1000))
+            .await
+        {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::error!(cause = %error_chain(&e), "retention: cannot list expired files");
+                continue;
+            }
+        };
+        for (sop_instance_uid, path) in expired {
+            let remover = Arc::clone(&spool);
+            let removed = tokio::task::spawn_blocking(move || remover.remove(&path)).await;
+            match removed {
+                Ok(Ok(())) => {
+                    let now = crate::receive::now_rfc3339();
+                    let _ = index
+                        .execute(move |conn| {
+                            crate::store::forward::mark_file_deleted(conn, &sop_instance_uid, &now)
+                        })
+                        .await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(cause = %error_chain(&e), "retention: cannot remove a file")
+                }
+                Err(e) => tracing::warn!(cause = %e, "retention task failed"),
+            }
+        }
+    }
 }
 
 /// Answers an association request with A-ASSOCIATE-RJ (transient, local limit exceeded),

@@ -3,6 +3,7 @@
 //! migrations, records received instances through one writer thread ([`writer`]), and answers
 //! the read queries of the CLI.
 
+pub mod forward;
 pub mod naming;
 pub mod writer;
 
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::Durability;
 
-pub use writer::{IndexHandle, IndexedInstance, RecordOutcome};
+pub use writer::{IndexHandle, IndexedInstance, RecordOutcome, WriterContext};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -25,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_naming",
         include_str!("../../migrations/0002_naming.sql"),
+    ),
+    (
+        "0003_forward",
+        include_str!("../../migrations/0003_forward.sql"),
     ),
 ];
 
@@ -361,6 +366,12 @@ mod tests {
             "series",
             "studies",
             "study_procedure_codes",
+            "nomenclature_sources",
+            "nomenclature_names",
+            "study_verdicts",
+            "study_status_history",
+            "study_reasons",
+            "forward_queue",
         ] {
             assert!(
                 tables.iter().any(|t| t == table),

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::sync::watch;
 
 use super::StoreError;
+use crate::config::DestinationConfig;
 use crate::header::{CodeItem, InstanceHeader};
 use crate::naming::Naming;
 
@@ -46,9 +47,41 @@ pub enum RecordOutcome {
     Replaced { old_file_path: String },
 }
 
-struct Request {
-    instance: IndexedInstance,
-    reply: oneshot::Sender<Result<RecordOutcome, StoreError>>,
+/// What to do once the batch transaction has committed (or failed to).
+type Finish = Box<dyn FnOnce(Option<Arc<rusqlite::Error>>) + Send>;
+
+/// Work for the writer thread.
+enum Request {
+    Record {
+        instance: Box<IndexedInstance>,
+        reply: oneshot::Sender<Result<RecordOutcome, StoreError>>,
+    },
+    /// Any other write (forward queue updates, ...): runs inside the batch transaction and
+    /// returns how to answer once the transaction has committed.
+    Execute(Box<dyn FnOnce(&Connection) -> Finish + Send>),
+}
+
+/// What the writer thread works with besides the connection.
+pub struct WriterContext {
+    /// With naming rules, each instance that brings new evidence (a new study or series, new
+    /// procedure codes, respiratory attributes) re-evaluates its study's verdict in the same
+    /// transaction.
+    pub naming: Option<watch::Receiver<Arc<Naming>>>,
+    /// Each new or replaced instance is queued for every destination that accepts it.
+    pub destinations: Arc<Vec<DestinationConfig>>,
+    /// Bumped after a commit that queued something, to wake the forwarders.
+    pub queue_changed: watch::Sender<u64>,
+}
+
+impl WriterContext {
+    /// No naming, no destinations: only the index.
+    pub fn index_only() -> Self {
+        Self {
+            naming: None,
+            destinations: Arc::new(Vec::new()),
+            queue_changed: watch::channel(0).0,
+        }
+    }
 }
 
 /// The async side's handle on the writer thread. Cloning it is cheap.
@@ -57,20 +90,29 @@ pub struct IndexHandle {
     requests: mpsc::Sender<Request>,
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Record { instance, .. } => {
+                write!(f, "Record({})", instance.header.sop_instance_uid)
+            }
+            Request::Execute(_) => f.write_str("Execute"),
+        }
+    }
+}
+
 impl IndexHandle {
     /// Starts the writer thread on an open, migrated connection. The thread ends when every
-    /// handle is dropped. With `naming`, each instance that brings new evidence (a new study
-    /// or series, new procedure codes, respiratory attributes) re-evaluates its study's
-    /// verdict in the same transaction.
+    /// handle is dropped.
     pub fn spawn(
         conn: Connection,
         queue_capacity: usize,
-        naming: Option<watch::Receiver<Arc<Naming>>>,
+        context: WriterContext,
     ) -> std::io::Result<(IndexHandle, thread::JoinHandle<()>)> {
         let (requests, receiver) = mpsc::channel(queue_capacity.max(1));
         let thread = thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || run(conn, receiver, naming))?;
+            .spawn(move || run(conn, receiver, context))?;
         Ok((IndexHandle { requests }, thread))
     }
 
@@ -78,18 +120,58 @@ impl IndexHandle {
     pub async fn record(&self, instance: IndexedInstance) -> Result<RecordOutcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
-            .send(Request { instance, reply })
+            .send(Request::Record {
+                instance: Box::new(instance),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs a write on the writer thread; returns its result once it has committed.
+    pub async fn execute<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = move |conn: &Connection| -> Finish {
+            let result = with_savepoint(conn, work);
+            Box::new(move |commit_error: Option<Arc<rusqlite::Error>>| {
+                let result = match commit_error {
+                    Some(e) => Err(StoreError::Commit(e)),
+                    None => result,
+                };
+                let _ = reply.send(result);
+            })
+        };
+        self.requests
+            .send(Request::Execute(Box::new(job)))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-fn run(
-    mut conn: Connection,
-    mut receiver: mpsc::Receiver<Request>,
-    naming: Option<watch::Receiver<Arc<Naming>>>,
-) {
+/// Runs `work` in a savepoint of the batch transaction: its failure undoes only its own writes.
+fn with_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut receiver: mpsc::Receiver<Request>, context: WriterContext) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -99,54 +181,112 @@ fn run(
                 Err(_) => break,
             }
         }
-        let naming = naming.as_ref().map(|n| Arc::clone(&n.borrow()));
-        let results = record_batch(&mut conn, &batch, naming.as_deref());
-        for (request, result) in batch.drain(..).zip(results) {
-            // The requester may have gone (association aborted): nothing to tell then.
-            let _ = request.reply.send(result);
+        let naming = context.naming.as_ref().map(|n| Arc::clone(&n.borrow()));
+        let queued = run_batch(
+            &mut conn,
+            &mut batch,
+            naming.as_deref(),
+            &context.destinations,
+        );
+        if queued {
+            context.queue_changed.send_modify(|version| *version += 1);
         }
     }
 }
 
-fn record_batch(
+/// Runs one batch in one transaction and answers every request; true when rows were queued.
+fn run_batch(
     conn: &mut Connection,
-    batch: &[Request],
+    batch: &mut Vec<Request>,
     naming: Option<&Naming>,
-) -> Vec<Result<RecordOutcome, StoreError>> {
-    let fail_all = |error: rusqlite::Error, n: usize| -> Vec<Result<RecordOutcome, StoreError>> {
-        tracing::error!(cause = %error, instances = n, "index transaction failed");
-        let error = Arc::new(error);
-        (0..n)
-            .map(|_| Err(StoreError::Commit(Arc::clone(&error))))
-            .collect()
-    };
+    destinations: &[DestinationConfig],
+) -> bool {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
-        Err(e) => return fail_all(e, batch.len()),
+        Err(e) => {
+            finish_all(
+                batch.drain(..).map(Pending::Unstarted).collect(),
+                Some(Arc::new(e)),
+            );
+            return false;
+        }
     };
-    let mut results = Vec::with_capacity(batch.len());
-    for request in batch {
-        let result = (|| -> Result<RecordOutcome, StoreError> {
-            let savepoint = tx.savepoint()?;
-            let (outcome, new_evidence) = record(&savepoint, &request.instance)?;
-            if let (Some(naming), Some(cause)) = (naming, new_evidence) {
-                let instance = &request.instance;
-                super::naming::refresh_verdict(
-                    &savepoint,
-                    naming,
-                    &instance.header.study_instance_uid,
-                    &cause,
-                    &instance.received_at,
-                )?;
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut queued = false;
+    for request in batch.drain(..) {
+        match request {
+            Request::Record { instance, reply } => {
+                let result = (|| -> Result<RecordOutcome, StoreError> {
+                    let savepoint = tx.savepoint()?;
+                    let (outcome, new_evidence) = record(&savepoint, &instance)?;
+                    if let (Some(naming), Some(cause)) = (naming, new_evidence) {
+                        super::naming::refresh_verdict(
+                            &savepoint,
+                            naming,
+                            &instance.header.study_instance_uid,
+                            &cause,
+                            &instance.received_at,
+                        )?;
+                    }
+                    if outcome != RecordOutcome::Identical
+                        && super::forward::enqueue(&savepoint, destinations, &instance)? > 0
+                    {
+                        queued = true;
+                    }
+                    savepoint.commit()?;
+                    Ok(outcome)
+                })();
+                pending.push(Pending::Recorded(reply, result));
             }
-            savepoint.commit()?;
-            Ok(outcome)
-        })();
-        results.push(result);
+            Request::Execute(job) => {
+                queued = true; // queue actions (retry, forward) may have made rows due
+                pending.push(Pending::Executed(job(&tx)));
+            }
+        }
     }
     match tx.commit() {
-        Ok(()) => results,
-        Err(e) => fail_all(e, batch.len()),
+        Ok(()) => {
+            finish_all(pending, None);
+            queued
+        }
+        Err(e) => {
+            tracing::error!(cause = %e, requests = pending.len(), "index transaction failed");
+            finish_all(pending, Some(Arc::new(e)));
+            false
+        }
+    }
+}
+
+// Lives only for one batch; boxing the result would cost an allocation per instance.
+#[allow(clippy::large_enum_variant)]
+enum Pending {
+    Unstarted(Request),
+    Recorded(
+        oneshot::Sender<Result<RecordOutcome, StoreError>>,
+        Result<RecordOutcome, StoreError>,
+    ),
+    Executed(Finish),
+}
+
+fn finish_all(pending: Vec<Pending>, commit_error: Option<Arc<rusqlite::Error>>) {
+    for item in pending {
+        // A requester may have gone (association aborted): nothing to tell then.
+        match item {
+            Pending::Recorded(reply, result) => {
+                let _ = reply.send(match &commit_error {
+                    Some(e) => Err(StoreError::Commit(Arc::clone(e))),
+                    None => result,
+                });
+            }
+            Pending::Executed(finish) => finish(commit_error.clone()),
+            Pending::Unstarted(Request::Record { reply, .. }) => {
+                let e = commit_error.clone().expect("unstarted only on failure");
+                let _ = reply.send(Err(StoreError::Commit(e)));
+            }
+            Pending::Unstarted(Request::Execute(_)) => {
+                // Dropping the job drops its reply sender: the caller sees WriterGone.
+            }
+        }
     }
 }
 
@@ -383,7 +523,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let conn =
             super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
-        let (index, thread) = IndexHandle::spawn(conn, 8, None).expect("spawn");
+        let (index, thread) =
+            IndexHandle::spawn(conn, 8, WriterContext::index_only()).expect("spawn");
         assert_eq!(
             index
                 .record(instance("1.2.3.4.1", "aa11"))

@@ -2,6 +2,7 @@
 
 mod cli;
 mod durability;
+mod forward;
 mod malformed;
 mod naming;
 mod receive;

@@ -323,44 +323,89 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// DCMTK's storescp in bit-preserving mode: what a store SCU actually sends on the wire, for
-/// comparison (storescu re-encodes some data sets, e.g. sequence lengths, while sending).
-pub struct ReferenceScp {
+/// A port nobody listens on right now (the kernel's choice), for a peer started later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// DCMTK's storescp in bit-preserving mode (+B): what a store SCU actually sends on the wire.
+/// Used as the planning-system stand-in for forwarding tests and as the reference receiver.
+pub struct Storescp {
     pub dir: TempDir,
     pub port: u16,
     child: Child,
 }
 
-impl ReferenceScp {
-    pub fn start() -> ReferenceScp {
+impl Storescp {
+    /// Starts storescp as `ae_title` on `port` with extra options (fault injection).
+    pub fn start_on(ae_title: &str, port: u16, extra: &[&str]) -> Storescp {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Ask the kernel for a free port, then hand it to storescp.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         let child = dcmtk("storescp")
-            .args(["+B", "-pm", "+xa", "-aet", "REFERENCE", "-od"])
+            .args(["+B", "-pm", "+xa", "-aet", ae_title])
+            .args(extra)
+            .arg("-od")
             .arg(dir.path())
             .arg(port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn storescp");
-        let scp = ReferenceScp { dir, port, child };
+        let scp = Storescp { dir, port, child };
+        // Ready once the port accepts connections. (A C-ECHO could wait behind simgate's own
+        // association when storescp is single-process and told to sleep.)
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < DEADLINE, "storescp did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        scp
+    }
+
+    pub fn start(ae_title: &str) -> Storescp {
+        Self::start_on(ae_title, free_port(), &[])
+    }
+
+    /// Files received so far (storescp names them by modality and SOP Instance UID).
+    pub fn files(&self) -> Vec<PathBuf> {
+        files_below(self.dir.path())
+    }
+
+    /// Waits until at least `count` distinct instances have arrived.
+    pub fn wait_for(&self, count: usize) -> Vec<PathBuf> {
         let start = Instant::now();
         loop {
-            let ok = dcmtk("echoscu")
-                .args(["-aec", "REFERENCE", "127.0.0.1"])
-                .arg(port.to_string())
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                return scp;
+            let files = self.files();
+            if files.len() >= count {
+                // A file appears when storescp starts writing it: let the last one finish.
+                std::thread::sleep(Duration::from_millis(200));
+                return self.files();
             }
-            assert!(start.elapsed() < DEADLINE, "storescp did not start");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "only {} of {count} instances arrived",
+                files.len()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Data set bytes received, by SOP Instance UID.
+    pub fn datasets(&self) -> std::collections::HashMap<String, Vec<u8>> {
+        self.files()
+            .into_iter()
+            .map(|path| {
+                let object = dicom_object::open_file(&path).expect("received file");
+                let sop = object
+                    .meta()
+                    .media_storage_sop_instance_uid()
+                    .trim_end_matches('\0')
+                    .to_string();
+                (sop, dataset_bytes(&path))
+            })
+            .collect()
     }
 
     /// Sends `files` with storescu (same options as to simgate) and returns the data set bytes
@@ -379,24 +424,27 @@ impl ReferenceScp {
             .output()
             .expect("storescu");
         assert_success(&output, "storescu to the reference storescp");
-        files_below(self.dir.path())
-            .into_iter()
-            .map(|path| {
-                let object = dicom_object::open_file(&path).expect("reference file");
-                let sop = object
-                    .meta()
-                    .media_storage_sop_instance_uid()
-                    .trim_end_matches('\0')
-                    .to_string();
-                (sop, dataset_bytes(&path))
-            })
-            .collect()
+        self.datasets()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-impl Drop for ReferenceScp {
+impl Drop for Storescp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The reference receiver of the receive tests.
+pub struct ReferenceScp;
+
+impl ReferenceScp {
+    pub fn start() -> Storescp {
+        Storescp::start("REFERENCE")
     }
 }

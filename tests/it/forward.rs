@@ -1,0 +1,300 @@
+//! Store-and-forward with DCMTK storescp as the planning-system stand-in.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use simgate::synth::{self, StudySpec, WrittenStudy};
+
+use crate::support::{App, DEADLINE, Storescp, assert_success, dataset_bytes, free_port};
+
+fn destination(name: &str, ae: &str, port: u16) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nae_title = \"{ae}\"\naddress = \"127.0.0.1:{port}\"\n"
+    )
+}
+
+/// A gateway forwarding to the given destinations, with quick retries.
+fn gateway(destinations: &str, forward_extra: &str) -> App {
+    let config_tail = format!(
+        "[forward]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nidle_release = \"1s\"\n{forward_extra}\n{destinations}"
+    );
+    App::spawn_configured(
+        "",
+        "",
+        &format!("\n{config_tail}").replacen("[forward]", "[forward]", 1),
+    )
+}
+
+fn generate(spec: &StudySpec) -> (tempfile::TempDir, WrittenStudy) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let study = synth::write_study(spec, dir.path()).expect("generate");
+    (dir, study)
+}
+
+fn paths(study: &WrittenStudy) -> Vec<PathBuf> {
+    study.files.iter().map(|f| f.path.clone()).collect()
+}
+
+fn queue(app: &App) -> Value {
+    let output = app.cli(&["queue", "--json"]);
+    assert_success(&output, "simgate queue --json");
+    serde_json::from_slice(&output.stdout).expect("queue JSON")
+}
+
+fn destination_queue(app: &App, name: &str) -> Value {
+    queue(app)["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .find(|d| d["destination"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Polls the queue until `check` holds for a destination.
+fn wait_queue(app: &App, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let q = destination_queue(app, name);
+        if check(&q) {
+            return q;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: queue of {name} is {q:#}\nlog:\n{}",
+            app.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn drained(q: &Value, sent: u64) -> bool {
+    q["pending"] == 0 && q["in_flight"] == 0 && q["dead"] == 0 && q["sent"].as_u64() == Some(sent)
+}
+
+/// The stored data set of each instance, by SOP Instance UID (what the simulator sent).
+fn stored(app: &App) -> HashMap<String, Vec<u8>> {
+    let db = app.db();
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT sop_instance_uid, file_path FROM instances")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    rows.into_iter()
+        .map(|(sop, path)| (sop, dataset_bytes(&app.data_dir().join(path))))
+        .collect()
+}
+
+#[test]
+fn a_planning_study_reaches_the_tps_byte_identical_and_in_order() {
+    let tps = Storescp::start("TPS");
+    let app = gateway(&destination("tps", "TPS", tps.port), "");
+    let (_dir, study) = generate(&StudySpec::planning_ct(200, 301));
+    assert_eq!(study.files.len(), 203);
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    tps.wait_for(203);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 203));
+
+    let received = tps.datasets();
+    let sent = stored(&app);
+    assert_eq!(received.len(), 203);
+    for file in &study.files {
+        assert_eq!(
+            received.get(&file.sop_instance_uid),
+            sent.get(&file.sop_instance_uid),
+            "{} differs at the TPS",
+            file.path.display()
+        );
+    }
+    // Arrival order within the series: storescp writes one file after the other, so the
+    // modification times of the CT slices follow their instance numbers.
+    let mut slices: Vec<(std::time::SystemTime, i64)> = tps
+        .files()
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("CT."))
+        })
+        .map(|p| {
+            let object = dicom_object::open_file(&p).expect("open");
+            let number = object
+                .element(dicom_dictionary_std::tags::INSTANCE_NUMBER)
+                .expect("instance number")
+                .to_int::<i64>()
+                .expect("int");
+            (
+                std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .expect("mtime"),
+                number,
+            )
+        })
+        .collect();
+    slices.sort();
+    let numbers: Vec<i64> = slices.iter().map(|(_, n)| *n).collect();
+    assert_eq!(
+        numbers,
+        (1..=200).collect::<Vec<_>>(),
+        "slices arrived out of order"
+    );
+}
+
+#[test]
+fn a_tps_that_is_down_gets_everything_once_it_comes_up() {
+    let port = free_port();
+    let app = gateway(&destination("tps", "TPS", port), "");
+    let mut spec = StudySpec::planning_ct(30, 302);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+    assert_success(
+        &app.storescu(&paths(&study)),
+        "storescu while the TPS is down",
+    );
+    app.wait_for_log("will retry");
+    let waiting = destination_queue(&app, "tps");
+    assert!(
+        waiting["pending"].as_u64().unwrap_or(0) + waiting["in_flight"].as_u64().unwrap_or(0) > 0,
+        "{waiting:#}"
+    );
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connect"),
+        "{waiting:#}"
+    );
+
+    let tps = Storescp::start_on("TPS", port, &[]);
+    tps.wait_for(30);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 30));
+    assert_eq!(tps.datasets().len(), 30);
+}
+
+#[test]
+fn transient_faults_are_retried_and_delivered() {
+    let port = free_port();
+    let app = gateway(
+        &destination("tps", "TPS", port),
+        "response_timeout = \"1s\"",
+    );
+    let mut spec = StudySpec::planning_ct(5, 303);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+
+    // The TPS aborts every association after the C-STORE request.
+    let aborting = Storescp::start_on("TPS", port, &["--abort-after"]);
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    app.wait_for_log_count("will retry", 2);
+    aborting.stop();
+    // Then it takes so long to answer that simgate's response timeout fires.
+    let sleeping = Storescp::start_on("TPS", port, &["--sleep-during", "3"]);
+    app.wait_for_log("no response within");
+    sleeping.stop();
+    // Then it works again: everything arrives.
+    let tps = Storescp::start_on("TPS", port, &[]);
+    tps.wait_for(5);
+    let q = wait_queue(&app, "tps", "drain", |q| drained(q, 5));
+    assert_eq!(q["dead"], 0, "transient faults never dead-letter");
+}
+
+#[test]
+fn a_permanent_refusal_is_dead_lettered_and_queue_retry_delivers_once_fixed() {
+    let port = free_port();
+    let app = gateway(&destination("tps", "TPS", port), "max_attempts = 2");
+    let mut spec = StudySpec::planning_ct(3, 304);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+
+    let refusing = Storescp::start_on("TPS", port, &["--refuse"]);
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    let q = wait_queue(&app, "tps", "dead letters", |q| q["dead"] == 3);
+    assert!(
+        q["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rejected (permanent)"),
+        "{q:#}"
+    );
+    let dead = app.cli(&["queue", "--state", "dead"]);
+    assert!(String::from_utf8_lossy(&dead.stdout).contains(&study.study_instance_uid));
+    refusing.stop();
+
+    let tps = Storescp::start_on("TPS", port, &[]);
+    let retried = app.cli(&["queue", "retry", "--dead"]);
+    assert_success(&retried, "queue retry --dead");
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("Queued 3"));
+    tps.wait_for(3);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 3));
+}
+
+#[test]
+fn forwarding_resumes_after_a_kill_and_delivers_everything() {
+    let tps = Storescp::start_on("TPS", free_port(), &[]);
+    let mut app = gateway(&destination("tps", "TPS", tps.port), "");
+    let mut spec = StudySpec::planning_ct(150, 305);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    // Kill while the forwarder is part-way through.
+    let start = Instant::now();
+    while tps.files().len() < 10 {
+        assert!(start.elapsed() < DEADLINE, "forwarding did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    app.kill9();
+    assert!(
+        tps.files().len() < 150,
+        "the kill came too late to prove anything"
+    );
+    app.start();
+    tps.wait_for(150);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 150));
+    let received = tps.datasets();
+    let sent = stored(&app);
+    for file in &study.files {
+        assert_eq!(
+            received.get(&file.sop_instance_uid),
+            sent.get(&file.sop_instance_uid)
+        );
+    }
+}
+
+#[test]
+fn a_dead_destination_does_not_hold_up_the_other() {
+    let tps = Storescp::start("TPS");
+    let nowhere = free_port();
+    let destinations = format!(
+        "{}{}",
+        destination("tps", "TPS", tps.port),
+        destination("archive", "ARCHIVE", nowhere)
+    );
+    let app = gateway(&destinations, "");
+    let mut spec = StudySpec::planning_ct(40, 306);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    tps.wait_for(40);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 40));
+    let archive = destination_queue(&app, "archive");
+    assert_eq!(archive["sent"], 0);
+    assert_eq!(
+        archive["pending"].as_u64().unwrap_or(0) + archive["in_flight"].as_u64().unwrap_or(0),
+        40,
+        "{archive:#}"
+    );
+    // Re-sending a study by hand works too.
+    let output = app.cli(&[
+        "forward",
+        "--study",
+        &study.study_instance_uid,
+        "--destination",
+        "tps",
+    ]);
+    assert_success(&output, "forward --study");
+    wait_queue(&app, "tps", "re-sent", |q| drained(q, 40));
+}
