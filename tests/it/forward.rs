@@ -298,3 +298,41 @@ fn a_dead_destination_does_not_hold_up_the_other() {
     assert_success(&output, "forward --study");
     wait_queue(&app, "tps", "re-sent", |q| drained(q, 40));
 }
+
+/// A DCMTK negotiation profile that accepts CT Image Storage only.
+const CT_ONLY_PROFILE: &str = "\
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LocalEndianExplicit
+TransferSyntax2 = LittleEndianImplicit
+
+[[PresentationContexts]]
+[CTOnly]
+PresentationContext1 = CTImageStorage\\Uncompressed
+
+[[Profiles]]
+[CT]
+PresentationContexts = CTOnly
+";
+
+#[test]
+fn a_destination_that_refuses_a_sop_class_dead_letters_it_and_keeps_the_rest_flowing() {
+    let port = free_port();
+    let app = gateway(&destination("tps", "TPS", port), "max_attempts = 2");
+    let profile = app.dir.path().join("ct-only.cfg");
+    std::fs::write(&profile, CT_ONLY_PROFILE).expect("profile");
+    let ct_only = Storescp::start_on("TPS", port, &["-xf", profile.to_str().expect("path"), "CT"]);
+    let (_dir, study) = generate(&StudySpec::planning_ct(5, 307));
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    // The five CT slices arrive; RT Structure Set, Plan and Dose are refused for good.
+    ct_only.wait_for(5);
+    let q = wait_queue(&app, "tps", "dead letters", |q| q["dead"] == 3 && q["sent"] == 5);
+    assert!(q["last_error"].as_str().unwrap_or("").contains("no accepted presentation context"), "{q:#}");
+    ct_only.stop();
+
+    // Fixed: the destination accepts everything now; the dead letters go on request.
+    let tps = Storescp::start_on("TPS", port, &[]);
+    assert_success(&app.cli(&["queue", "retry", "--dead", "--destination", "tps"]), "queue retry");
+    tps.wait_for(3);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 8));
+}

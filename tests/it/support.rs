@@ -343,8 +343,12 @@ impl Storescp {
     /// Starts storescp as `ae_title` on `port` with extra options (fault injection).
     pub fn start_on(ae_title: &str, port: u16, extra: &[&str]) -> Storescp {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A negotiation profile (-xf) replaces "accept everything" (-pm +xa).
+        let accept_all: &[&str] = if extra.contains(&"-xf") { &[] } else { &["-pm", "+xa"] };
         let child = dcmtk("storescp")
-            .args(["+B", "-pm", "+xa", "-aet", ae_title])
+            .arg("+B")
+            .args(accept_all)
+            .args(["-aet", ae_title])
             .args(extra)
             .arg("-od")
             .arg(dir.path())
