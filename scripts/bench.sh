@@ -17,6 +17,7 @@
 #   BENCH_SKIP_BUILD=1                 do not run cargo; use the binaries as they are
 #   SIMGATE_BIN, SIMGATE_GEN_BIN       binaries (default: ${CARGO_TARGET_DIR:-target}/release/...)
 #   BENCH_SEND_TIMEOUT=900             seconds before a hung storescu is killed
+#   BENCH_PROXY=1                      also measure store-and-forward to a storescp sink (0: skip)
 set -euo pipefail
 # Decimal points and numeric sorting as the awk and printf calls below expect them.
 export LC_ALL=C
@@ -41,6 +42,7 @@ readonly DATA_DIR="$BENCH_DIR/bench-data/ct-sim-upload"
 readonly RUN_ROOT="$BENCH_DIR/bench-run"
 readonly RESULTS_TSV="$RUN_ROOT/results.tsv"
 readonly RESULTS_MD="$BENCH_DIR/bench-results.md"
+readonly PROXY_TSV="$RUN_ROOT/proxy.tsv"
 
 # Calling AE of every storescu; the called AE differs per target.
 readonly CALLING_AE=CTSIM
@@ -259,6 +261,68 @@ run_storescp() { # rep senders
     finish_leg "$received"
 }
 
+# Store-and-forward: simgate (fsync) forwarding to a storescp sink while the upload arrives.
+# Measures the upload time, the lag from the end of the upload to the last instance accepted
+# by the sink (simgate's queue shows it sent), and the end-to-end rate.
+run_proxy() { # rep
+    local rep=$1
+    local leg_dir="$RUN_ROOT/proxy-r$rep"
+    local storage="$leg_dir/storage" sink="$leg_dir/sink"
+    mkdir -p "$storage" "$sink"
+    local port sink_port
+    port=$(free_port)
+    sink_port=$(free_port)
+    TCP_NODELAY=1 storescp --fork -od "$sink" +xa -pm -aet SINK "$sink_port" >"$leg_dir/storescp.log" 2>&1 &
+    local sink_pid=$!
+    wait_for_echo SINK "$sink_port" "$sink_pid" "$leg_dir/storescp.log"
+    cat >"$leg_dir/simgate.toml" <<EOF
+[listener]
+ae_title = "SIMGATE"
+bind = "127.0.0.1:$port"
+
+[storage]
+dir = "$storage"
+durability = "fsync"
+reserve_free_bytes = "0 B"
+
+[[destinations]]
+name = "sink"
+ae_title = "SINK"
+address = "127.0.0.1:$sink_port"
+EOF
+    "$SIMGATE_BIN" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
+    SERVER_PID=$!
+    wait_for_echo SIMGATE "$port" "$SERVER_PID" "$leg_dir/simgate.log"
+
+    local start upload_end last
+    start=$(now)
+    send_all SIMGATE "$port" 1 "$leg_dir"
+    upload_end=$(now)
+    local deadline=$((SECONDS + SEND_TIMEOUT))
+    until "$SIMGATE_BIN" queue --json --config "$leg_dir/simgate.toml" 2>/dev/null |
+        grep -q "\"sent\": $EXPECTED_FILES"; do
+        ((SECONDS < deadline)) || die "the sink did not get everything (log: $leg_dir/simgate.log)"
+        sleep 0.05
+    done
+    last=$(now)
+    local rss_kb
+    rss_kb=$(peak_rss_kb "$SERVER_PID")
+    stop_server "$SERVER_PID" "simgate ($leg_dir/simgate.log)"
+    local child
+    for child in $(pgrep -P "$sink_pid" || true); do
+        kill -TERM "$child" 2>/dev/null || true
+    done
+    kill -TERM "$sink_pid" 2>/dev/null || true
+    wait "$sink_pid" 2>/dev/null || true
+    expect_received "$sink" '*' "the sink ($sink)"
+    awk -v s="$start" -v u="$upload_end" -v l="$last" -v r="$rep" -v k="$rss_kb" \
+        'BEGIN { printf "%s\t%.3f\t%.3f\t%.3f\t%s\n", r, u - s, l - u, l - s, k }' >>"$PROXY_TSV"
+    log "$(awk -v s="$start" -v u="$upload_end" -v l="$last" -v n="$EXPECTED_FILES" -v r="$rep" \
+        'BEGIN { printf "proxy rep %s: upload %.2f s, last instance at the sink %.2f s later, end to end %.1f images/s", r, u - s, l - u, n / (l - s) }')"
+    finish_leg "$storage"
+    finish_leg "$sink"
+}
+
 run_leg() { # target rep senders
     case $1 in
     simgate-fsync) run_simgate fsync "$2" "$3" ;;
@@ -330,6 +394,21 @@ summarize() {
         done
         echo
         echo "Peak RSS is simgate's VmHWM read just before SIGTERM, the highest over the repetitions."
+        if [[ -s $PROXY_TSV ]]; then
+            echo
+            echo "Store-and-forward: simgate (fsync) forwarding to a storescp sink during one upload association."
+            echo "Lag: from the end of the upload to the last instance accepted by the sink."
+            echo
+            echo "| median upload s | median lag s | end-to-end images/s | peak RSS |"
+            echo "|---:|---:|---:|---:|"
+            local upload lag total
+            upload=$(cut -f2 "$PROXY_TSV" | median)
+            lag=$(cut -f3 "$PROXY_TSV" | median)
+            total=$(cut -f4 "$PROXY_TSV" | median)
+            printf '| %.2f | %.2f | %.0f | %s MiB |\n' "$upload" "$lag" \
+                "$(awk -v n="$EXPECTED_FILES" -v t="$total" 'BEGIN { print n / t }')" \
+                "$(($(cut -f5 "$PROXY_TSV" | sort -g | tail -n 1) / 1024))"
+        fi
     } | tee "$RESULTS_MD"
 }
 
@@ -346,6 +425,7 @@ main() {
     rm -rf -- "$RUN_ROOT"
     mkdir -p "$RUN_ROOT"
     : >"$RESULTS_TSV"
+    : >"$PROXY_TSV"
     local rep senders target
     for ((rep = 1; rep <= REPS; rep++)); do
         for senders in $MODES; do
@@ -353,6 +433,9 @@ main() {
                 run_leg "$target" "$rep" "$senders"
             done
         done
+        if [[ ${BENCH_PROXY:-1} == 1 ]]; then
+            run_proxy "$rep"
+        fi
     done
     summarize
     log "results in $RESULTS_MD, logs and configs under $RUN_ROOT"
