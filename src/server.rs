@@ -178,17 +178,21 @@ pub async fn run(
 }
 
 /// Deletes spool files that every destination has, once `storage.retention` has passed since
-/// they were received; index rows stay. Runs every minute.
+/// they were received; index rows stay. Sweeps every minute (more often for a short retention).
 async fn retention(
     spool: Arc<Spool>,
     index: IndexHandle,
     keep: std::time::Duration,
     shutdown: CancellationToken,
 ) {
+    let every = (keep / 2).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            () = tokio::time::sleep(every) => {}
         }
         let cutoff =
             humantime::format_rfc3339_millis(std::time::SystemTime::now() - keep).to_string();

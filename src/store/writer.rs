@@ -305,6 +305,11 @@ fn record(
     if let Some((hash, _)) = &previous
         && *hash == instance.content_hash
     {
+        // The re-send put the file back if retention had removed it.
+        tx.prepare_cached(
+            "UPDATE instances SET file_deleted_at = NULL WHERE sop_instance_uid = ?1 AND file_deleted_at IS NOT NULL",
+        )?
+        .execute([&h.sop_instance_uid])?;
         return Ok((RecordOutcome::Identical, None));
     }
     let study_known = tx

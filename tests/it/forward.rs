@@ -96,6 +96,18 @@ fn a_planning_study_reaches_the_tps_byte_identical_and_in_order() {
     let (_dir, study) = generate(&StudySpec::planning_ct(200, 301));
     assert_eq!(study.files.len(), 203);
     assert_success(&app.storescu(&paths(&study)), "storescu");
+    let upload_ended = std::time::SystemTime::now();
+    // Pipelined: the series started going out while it was still arriving.
+    let first_at_tps = tps
+        .files()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .min()
+        .expect("something arrived during the upload");
+    assert!(
+        first_at_tps < upload_ended,
+        "nothing reached the TPS before the upload ended"
+    );
     tps.wait_for(203);
     wait_queue(&app, "tps", "drain", |q| drained(q, 203));
 
@@ -326,13 +338,73 @@ fn a_destination_that_refuses_a_sop_class_dead_letters_it_and_keeps_the_rest_flo
     assert_success(&app.storescu(&paths(&study)), "storescu");
     // The five CT slices arrive; RT Structure Set, Plan and Dose are refused for good.
     ct_only.wait_for(5);
-    let q = wait_queue(&app, "tps", "dead letters", |q| q["dead"] == 3 && q["sent"] == 5);
-    assert!(q["last_error"].as_str().unwrap_or("").contains("no accepted presentation context"), "{q:#}");
+    let q = wait_queue(&app, "tps", "dead letters", |q| {
+        q["dead"] == 3 && q["sent"] == 5
+    });
+    assert!(
+        q["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no accepted presentation context"),
+        "{q:#}"
+    );
     ct_only.stop();
 
     // Fixed: the destination accepts everything now; the dead letters go on request.
     let tps = Storescp::start_on("TPS", port, &[]);
-    assert_success(&app.cli(&["queue", "retry", "--dead", "--destination", "tps"]), "queue retry");
+    assert_success(
+        &app.cli(&["queue", "retry", "--dead", "--destination", "tps"]),
+        "queue retry",
+    );
     tps.wait_for(3);
     wait_queue(&app, "tps", "drain", |q| drained(q, 8));
+}
+
+#[test]
+fn spool_files_are_deleted_after_retention_only_once_every_destination_has_them() {
+    let tps = Storescp::start("TPS");
+    let nowhere = free_port();
+    let destinations = format!(
+        "{}[[destinations]]\nname = \"archive\"\nae_title = \"ARCHIVE\"\naddress = \"127.0.0.1:{nowhere}\"\nmodalities = [\"RTSTRUCT\"]\n",
+        destination("tps", "TPS", tps.port)
+    );
+    let app = App::spawn_configured(
+        "",
+        "retention = \"1s\"",
+        &format!("[forward]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\n{destinations}"),
+    );
+    let (_dir, study) = generate(&StudySpec::planning_ct(4, 308));
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    tps.wait_for(7);
+    // Six instances only go to the TPS, which has them: their files go after the retention.
+    // The RT Structure Set also waits for the archive, which is down: its file stays.
+    let start = Instant::now();
+    loop {
+        let deleted = app.count("SELECT count(*) FROM instances WHERE file_deleted_at IS NOT NULL");
+        if deleted == 6 {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{deleted} files deleted\n{}",
+            app.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let remaining = crate::support::files_below(&app.data_dir().join("spool"));
+    assert_eq!(remaining.len(), 1, "{remaining:?}");
+    let kept: String = app
+        .db()
+        .query_row(
+            "SELECT sop_class_uid FROM instances WHERE file_deleted_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("kept row");
+    assert_eq!(kept, "1.2.840.10008.5.1.4.1.1.481.3");
+    assert_eq!(
+        app.count("SELECT count(*) FROM instances"),
+        7,
+        "index rows stay"
+    );
 }

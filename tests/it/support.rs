@@ -344,7 +344,11 @@ impl Storescp {
     pub fn start_on(ae_title: &str, port: u16, extra: &[&str]) -> Storescp {
         let dir = tempfile::tempdir().expect("tempdir");
         // A negotiation profile (-xf) replaces "accept everything" (-pm +xa).
-        let accept_all: &[&str] = if extra.contains(&"-xf") { &[] } else { &["-pm", "+xa"] };
+        let accept_all: &[&str] = if extra.contains(&"-xf") {
+            &[]
+        } else {
+            &["-pm", "+xa"]
+        };
         let child = dcmtk("storescp")
             .arg("+B")
             .args(accept_all)
