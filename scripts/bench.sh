@@ -211,6 +211,9 @@ run_simgate() { # durability rep senders
     local port
     port=$(free_port)
     cat >"$leg_dir/simgate.toml" <<EOF
+[http]
+bind = "off"
+
 [listener]
 ae_title = "SIMGATE"
 bind = "127.0.0.1:$port"
@@ -276,6 +279,9 @@ run_proxy() { # rep
     local sink_pid=$!
     wait_for_echo SINK "$sink_port" "$sink_pid" "$leg_dir/storescp.log"
     cat >"$leg_dir/simgate.toml" <<EOF
+[http]
+bind = "off"
+
 [listener]
 ae_title = "SIMGATE"
 bind = "127.0.0.1:$port"

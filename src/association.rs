@@ -125,10 +125,18 @@ pub async fn serve(
     let association = match options.establish_async(socket).await {
         Ok(association) => association,
         Err(e) => {
+            let cause = match &e {
+                dicom_ul::association::Error::Rejected { association_rj, .. } => {
+                    format!("association-rejected: {}", association_rj.source)
+                }
+                _ => "association-setup-failed".to_string(),
+            };
+            context.metrics.rejection(&cause);
             tracing::info!(%peer, cause = %crate::receive::error_chain(&e), "association refused");
             return;
         }
     };
+    context.metrics.association();
     let origin = Arc::new(Origin {
         calling_ae_title: association.peer_ae_title().trim().to_string(),
         called_ae_title: association.called_ae_title().trim().to_string(),
@@ -367,6 +375,7 @@ impl Session {
                     return Err("C-ECHO-RQ announces a data set".into());
                 }
                 self.tally.echoes += 1;
+                self.context.metrics.echo();
                 let response = Response {
                     command_field: command_field::C_ECHO_RSP,
                     message_id_being_responded_to: command.message_id,
@@ -440,12 +449,31 @@ impl Session {
         result: &StoreResult,
     ) -> Result<(), String> {
         self.tally.bytes += result.data_set_bytes;
-        match &result.outcome {
-            Some(RecordOutcome::New) => self.tally.stored += 1,
-            Some(RecordOutcome::Identical) => self.tally.identical += 1,
-            Some(RecordOutcome::Replaced { .. }) => self.tally.replaced += 1,
-            None => self.tally.failed += 1,
-        }
+        use crate::metrics::InstanceOutcome;
+        let outcome = match &result.outcome {
+            Some(RecordOutcome::New) => {
+                self.tally.stored += 1;
+                InstanceOutcome::Stored
+            }
+            Some(RecordOutcome::Identical) => {
+                self.tally.identical += 1;
+                InstanceOutcome::Identical
+            }
+            Some(RecordOutcome::Replaced { .. }) => {
+                self.tally.replaced += 1;
+                InstanceOutcome::Replaced
+            }
+            None => {
+                self.tally.failed += 1;
+                self.context
+                    .metrics
+                    .rejection(&format!("c-store-status-{}", result.status));
+                InstanceOutcome::Failed
+            }
+        };
+        self.context
+            .metrics
+            .instance(outcome, result.data_set_bytes);
         if let Some(comment) = &result.error_comment {
             tracing::warn!(
                 peer = %self.origin.peer,

@@ -88,6 +88,7 @@ pub struct Config {
     pub naming: NamingConfig,
     pub forward: ForwardConfig,
     pub destinations: Vec<DestinationConfig>,
+    pub http: HttpConfig,
     /// The file this was read from, for messages.
     pub source: PathBuf,
 }
@@ -153,6 +154,50 @@ impl DestinationConfig {
                     .iter()
                     .any(|ae| ae.as_str() == calling_ae_title.trim()))
     }
+}
+
+/// Who may use the web pages and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also documents medical reasons.
+    Physician,
+    /// Also acts on the forward queue.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Physician => "physician",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One user of the web pages and the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+    /// Argon2 PHC string, from `simgate user add NAME`.
+    pub password_hash: String,
+    /// Argon2 hash of an API token (`Authorization: Bearer TOKEN`), optional.
+    #[serde(default)]
+    pub api_token_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    /// `None`: the HTTP side is off.
+    pub bind: Option<SocketAddr>,
+    pub users: Vec<UserConfig>,
+    #[serde(with = "humantime_serde_compat")]
+    pub session_lifetime: Duration,
 }
 
 /// How forwarders retry and pace themselves.
@@ -437,12 +482,54 @@ impl Resolver<'_> {
                 modalities: d.modalities,
             });
         }
+        let h = raw.http;
+        let bind = match h.bind.as_str() {
+            "off" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                self.invalid(
+                    "http.bind",
+                    format!(
+                        "{text:?} is not an address:port such as \"127.0.0.1:8080\" (or \"off\")"
+                    ),
+                )
+            })?),
+        };
+        if h.users.is_empty() && bind.is_some_and(|b| !b.ip().is_loopback()) {
+            return Err(self.invalid(
+                "http.bind",
+                "with no [[http.users]] the web pages are read-only and served on loopback only; add users or bind 127.0.0.1",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for user in &h.users {
+            if user.name.trim().is_empty() || !names.insert(user.name.clone()) {
+                return Err(self.invalid(
+                    "http.users",
+                    format!("user name {:?} is empty or appears twice", user.name),
+                ));
+            }
+            if !user.password_hash.starts_with("$argon2") {
+                return Err(self.invalid(
+                    "http.users",
+                    format!(
+                        "{}: password_hash must be an argon2 hash from `simgate user add`",
+                        user.name
+                    ),
+                ));
+            }
+        }
+        let http = HttpConfig {
+            bind,
+            users: h.users,
+            session_lifetime: self.duration("http.session_lifetime", &h.session_lifetime)?,
+        };
         Ok(Config {
             listener,
             storage,
             naming,
             forward,
             destinations,
+            http,
             source: self.path.to_path_buf(),
         })
     }
@@ -532,6 +619,26 @@ struct RawConfig {
     forward: RawForward,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    bind: String,
+    users: Vec<UserConfig>,
+    session_lifetime: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            users: Vec::new(),
+            session_lifetime: "12h".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

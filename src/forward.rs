@@ -112,6 +112,7 @@ pub struct Forwarder {
     pub shutdown: CancellationToken,
     /// `listener.extra_sop_classes`, proposed along with the built-in storage classes.
     pub extra_sop_classes: Vec<String>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// An open association and what it accepted.
@@ -196,6 +197,13 @@ impl Forwarder {
                         next_attempt_at: rfc3339_after(self.backoff(item.attempts as u32)),
                     },
                 };
+                let outcome = match &attempt {
+                    Attempt::Sent { warning, .. } if warning.is_empty() => "sent",
+                    Attempt::Sent { .. } => "sent-with-warning",
+                    Attempt::Retry { .. } => "retry",
+                    Attempt::Dead { .. } => "dead",
+                };
+                self.metrics.forward_outcome(&name, outcome);
                 match &attempt {
                     Attempt::Sent { .. } => {
                         tracing::debug!(destination = %name, sop_instance_uid = %item.sop_instance_uid, "forwarded")
@@ -658,6 +666,7 @@ pub async fn start(
     queue_changed: &watch::Receiver<u64>,
     shutdown: &CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<(), StoreError> {
     let requeued = index.execute(queue::requeue_in_flight).await?;
     if requeued > 0 {
@@ -676,6 +685,7 @@ pub async fn start(
             queue_changed: queue_changed.clone(),
             shutdown: shutdown.clone(),
             extra_sop_classes: extra_sop_classes.to_vec(),
+            metrics: std::sync::Arc::clone(metrics),
         };
         tracker.spawn(forwarder.run());
     }

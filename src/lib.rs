@@ -11,6 +11,8 @@ pub mod config;
 pub mod dimse;
 pub mod forward;
 pub mod header;
+pub mod http;
+pub mod metrics;
 pub mod naming;
 pub mod receive;
 pub mod rules;

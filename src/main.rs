@@ -103,6 +103,12 @@ enum Command {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
     },
+    /// Web users: `simgate user add NAME --role physician` reads the password from standard
+    /// input and prints the [[http.users]] entry (with an argon2 hash) to paste into the config.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Count G9318, G9319 and G9320 and the conformance rate for studies first received
     /// between two dates.
     Report {
@@ -121,6 +127,20 @@ enum Command {
         json: bool,
         #[arg(long)]
         csv: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Print a [[http.users]] entry for NAME; the password is read from standard input.
+    Add {
+        name: String,
+        /// viewer, physician (documents reasons) or admin (also queue actions).
+        #[arg(long, default_value = "physician")]
+        role: String,
+        /// Also generate an API token (Authorization: Bearer TOKEN); printed once.
+        #[arg(long)]
+        api_token: bool,
     },
 }
 
@@ -306,6 +326,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             destination,
             config,
         } => simgate::cli::forward_study(&Config::load(&config)?, &study, &destination, stdout)?,
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    api_token,
+                },
+        } => {
+            if !["viewer", "physician", "admin"].contains(&role.as_str()) {
+                anyhow::bail!("--role {role:?}: use viewer, physician or admin");
+            }
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.chars().count() < 8 {
+                anyhow::bail!(
+                    "the password (read from standard input) must have at least 8 characters"
+                );
+            }
+            let hash = simgate::http::auth::hash_secret(password).map_err(anyhow::Error::msg)?;
+            println!(
+                "[[http.users]]\nname = {name:?}\nrole = \"{role}\"\npassword_hash = \"{hash}\""
+            );
+            if api_token {
+                let token = simgate::http::auth::random_token();
+                let token_hash =
+                    simgate::http::auth::hash_secret(&token).map_err(anyhow::Error::msg)?;
+                println!("api_token_hash = \"{token_hash}\"");
+                eprintln!("API token for {name} (shown once): {token}");
+            }
+        }
         Command::Reason {
             study_instance_uid,
             code,

@@ -22,6 +22,7 @@ pub struct ReceiveContext {
     pub spool: Arc<Spool>,
     pub index: IndexHandle,
     pub policy: watch::Receiver<Arc<ReloadablePolicy>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who sent an instance and how.
@@ -278,6 +279,7 @@ impl InstanceReceiver {
                 tracing::warn!(cause = %error_chain(&e), "replaced file could not be removed");
             }
         }
+        self.context.metrics.store_latency(received_at.elapsed());
         tracing::debug!(
             receive_us = (received_at - self.started).as_micros() as u64,
             parse_us = (parsed_at - received_at).as_micros() as u64,

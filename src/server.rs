@@ -52,11 +52,14 @@ const INDEX_QUEUE: usize = 1024;
 /// configured deadline.
 pub async fn run(
     listener: TcpListener,
+    http_listener: Option<TcpListener>,
     config: Arc<Config>,
     policy: watch::Receiver<Arc<ReloadablePolicy>>,
     naming: watch::Receiver<Arc<Naming>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let naming_for_http = naming.clone();
     let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
     let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
     let (queue_changed_tx, queue_changed) = watch::channel(0u64);
@@ -80,6 +83,7 @@ pub async fn run(
         &queue_changed,
         &shutdown,
         &tracker,
+        &metrics,
     )
     .await?;
     tracker.spawn(retention(
@@ -88,9 +92,25 @@ pub async fn run(
         config.storage.retention,
         shutdown.clone(),
     ));
+    if let Some(http) = http_listener {
+        let state = crate::http::AppState::new(
+            Arc::clone(&config),
+            index.clone(),
+            Arc::clone(&spool),
+            naming_for_http,
+            Arc::clone(&metrics),
+        );
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = crate::http::serve(http, state, stop).await {
+                tracing::error!(cause = %error_chain(&e), "HTTP server stopped");
+            }
+        });
+    }
     let context = ReceiveContext {
         spool,
         index,
+        metrics: Arc::clone(&metrics),
         policy: policy.clone(),
     };
     let listener_config = Arc::new(config.listener.clone());
@@ -127,6 +147,7 @@ pub async fn run(
         }
         let allowed_peers = &policy.borrow().allowed_peer_addresses;
         if !allowed_peers.is_empty() && !allowed_peers.contains(&peer.ip()) {
+            metrics.rejection("peer-address");
             tracing::warn!(%peer, "connection from an address outside listener.allowed_peer_addresses closed");
             continue;
         }
@@ -142,6 +163,7 @@ pub async fn run(
                 });
             }
             Err(_) => {
+                metrics.rejection("association-limit");
                 tracing::warn!(%peer, limit = config.listener.max_associations, "association limit reached: rejecting");
                 let timeout = config.listener.idle_timeout;
                 tracker.spawn(async move {
@@ -276,7 +298,15 @@ pub async fn serve(config_path: PathBuf) -> Result<(), ServerError> {
     let (naming_tx, naming) = watch::channel(Arc::new(naming));
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(config_path, policy_tx, naming_tx, shutdown.clone())?;
-    run(listener, config, policy, naming, shutdown).await
+    let http_listener = match config.http.bind {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Bind { address, source })?,
+        ),
+        None => None,
+    };
+    run(listener, http_listener, config, policy, naming, shutdown).await
 }
 
 /// Opens (and migrates) the database to read imported playbooks, then loads the rules.

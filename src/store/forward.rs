@@ -330,3 +330,34 @@ pub fn mark_file_deleted(
     )?;
     Ok(())
 }
+
+/// Forward state of one study per destination and state.
+pub fn study_state(conn: &Connection, study: &str) -> Result<Vec<StudyQueue>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
+         FROM forward_queue WHERE study_instance_uid = ?1
+         GROUP BY destination, state ORDER BY destination, state",
+    )?;
+    let rows = stmt.query_map([study], |r| {
+        Ok(StudyQueue {
+            destination: r.get(0)?,
+            study_instance_uid: r.get(1)?,
+            state: r.get(2)?,
+            instances: r.get(3)?,
+            oldest_queued_at: r.get(4)?,
+            last_error: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queue depth and age of the oldest waiting row per destination, for /metrics.
+pub fn depth(conn: &Connection) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT destination, count(*) FILTER (WHERE state IN ('pending', 'in-flight')),
+                min(queued_at) FILTER (WHERE state IN ('pending', 'in-flight'))
+         FROM forward_queue GROUP BY destination",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

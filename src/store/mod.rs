@@ -3,6 +3,7 @@
 //! migrations, records received instances through one writer thread ([`writer`]), and answers
 //! the read queries of the CLI.
 
+pub mod audit;
 pub mod forward;
 pub mod naming;
 pub mod writer;
@@ -30,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_forward",
         include_str!("../../migrations/0003_forward.sql"),
+    ),
+    (
+        "0004_audit",
+        include_str!("../../migrations/0004_audit.sql"),
     ),
 ];
 
@@ -372,6 +377,7 @@ mod tests {
             "study_status_history",
             "study_reasons",
             "forward_queue",
+            "audit_log",
         ] {
             assert!(
                 tables.iter().any(|t| t == table),

@@ -339,7 +339,8 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
 }
 
-/// Records a documented reason (append-only) and updates the study's status.
+/// Records a documented reason (append-only) and updates the study's status, in its own
+/// transaction (CLI).
 pub fn document_reason(
     conn: &mut Connection,
     naming: &Naming,
@@ -350,7 +351,22 @@ pub fn document_reason(
     now: &str,
 ) -> Result<Option<StudyStatus>, StoreError> {
     let tx = conn.transaction()?;
-    let exists: bool = tx
+    let status = document_reason_in(&tx, naming, study, reason_code, note, documented_by, now)?;
+    tx.commit()?;
+    Ok(status)
+}
+
+/// The same inside a transaction the caller owns (the gateway's writer). `None`: no such study.
+pub fn document_reason_in(
+    conn: &Connection,
+    naming: &Naming,
+    study: &str,
+    reason_code: &str,
+    note: &str,
+    documented_by: &str,
+    now: &str,
+) -> Result<Option<StudyStatus>, StoreError> {
+    let exists: bool = conn
         .query_row(
             "SELECT 1 FROM studies WHERE study_instance_uid = ?1",
             [study],
@@ -361,20 +377,13 @@ pub fn document_reason(
     if !exists {
         return Ok(None);
     }
-    tx.execute(
+    conn.execute(
         "INSERT INTO study_reasons (study_instance_uid, reason_code, note, documented_by, documented_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![study, reason_code, note, documented_by, now],
     )?;
-    let status = refresh_verdict(
-        &tx,
-        naming,
-        study,
-        &format!("reason {reason_code} documented by {documented_by}"),
-        now,
-    )?;
-    tx.commit()?;
-    Ok(Some(status))
+    let cause = format!("reason {reason_code} documented by {documented_by}");
+    Ok(Some(refresh_verdict(conn, naming, study, &cause, now)?))
 }
 
 /// Every study UID, for `nomenclature recheck`.

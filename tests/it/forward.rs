@@ -246,28 +246,33 @@ fn a_permanent_refusal_is_dead_lettered_and_queue_retry_delivers_once_fixed() {
 
 #[test]
 fn forwarding_resumes_after_a_kill_and_delivers_everything() {
-    let tps = Storescp::start_on("TPS", free_port(), &[]);
-    let mut app = gateway(&destination("tps", "TPS", tps.port), "");
-    let mut spec = StudySpec::planning_ct(150, 305);
+    // A slow TPS (one second after each instance) so the kill lands mid-way.
+    let port = free_port();
+    let slow = Storescp::start_on("TPS", port, &["--sleep-after", "1"]);
+    let mut app = gateway(&destination("tps", "TPS", port), "");
+    let mut spec = StudySpec::planning_ct(20, 305);
     spec.with_rt_objects = false;
     let (_dir, study) = generate(&spec);
     assert_success(&app.storescu(&paths(&study)), "storescu");
-    // Kill while the forwarder is part-way through.
     let start = Instant::now();
-    while tps.files().len() < 10 {
+    while slow.files().len() < 2 {
         assert!(start.elapsed() < DEADLINE, "forwarding did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
     app.kill9();
-    assert!(
-        tps.files().len() < 150,
-        "the kill came too late to prove anything"
-    );
+    let early = slow.datasets();
+    slow.stop();
+    assert!(early.len() < 20, "the kill came too late to prove anything");
+
+    let tps = Storescp::start_on("TPS", port, &[]);
     app.start();
-    tps.wait_for(150);
-    wait_queue(&app, "tps", "drain", |q| drained(q, 150));
-    let received = tps.datasets();
+    wait_queue(&app, "tps", "drain after restart", |q| drained(q, 20));
+    let mut received = tps.datasets();
+    for (sop, bytes) in early {
+        received.entry(sop).or_insert(bytes);
+    }
     let sent = stored(&app);
+    assert_eq!(received.len(), 20, "every instance reached the TPS");
     for file in &study.files {
         assert_eq!(
             received.get(&file.sop_instance_uid),

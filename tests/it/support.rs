@@ -17,6 +17,8 @@ pub struct App {
     pub dir: TempDir,
     pub config_path: PathBuf,
     pub port: u16,
+    /// Port of the HTTP side.
+    pub http_port: u16,
     child: Option<Child>,
     starts: u32,
 }
@@ -30,10 +32,21 @@ impl App {
 
     /// As [`spawn_with`](Self::spawn_with), with lines for the `[naming]` table too.
     pub fn spawn_configured(listener_extra: &str, storage_extra: &str, naming_extra: &str) -> App {
+        Self::spawn_full(listener_extra, storage_extra, naming_extra, "")
+    }
+
+    /// Every table: `http_extra` follows `[http] bind = "127.0.0.1:0"` (e.g. `[[http.users]]`).
+    pub fn spawn_full(
+        listener_extra: &str,
+        storage_extra: &str,
+        naming_extra: &str,
+        http_extra: &str,
+    ) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("simgate.toml");
         let config = format!(
-            "[listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\nidle_timeout = \"20s\"\nshutdown_deadline = \"10s\"\n{listener_extra}\n\
+            "[http]\nbind = \"127.0.0.1:0\"\n{http_extra}\n\
+             [listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\nidle_timeout = \"20s\"\nshutdown_deadline = \"10s\"\n{listener_extra}\n\
              [storage]\ndir = \"data\"\n{storage_extra}\n\
              [naming]\nbuiltin_nomenclature = \"{repo}/config/nomenclature/standard-names.csv\"\n\
              series_rules = \"{repo}/config/nomenclature/series-rules.toml\"\n{naming_extra}\n",
@@ -49,6 +62,7 @@ impl App {
             dir,
             config_path,
             port: 0,
+            http_port: 0,
             child: None,
             starts: 0,
         };
@@ -96,6 +110,13 @@ impl App {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
+        let http = self.wait_for_log("HTTP listener ready");
+        self.http_port = http
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("HTTP port");
     }
 
     pub fn pid(&self) -> u32 {

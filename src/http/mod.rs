@@ -1,0 +1,241 @@
+//! The HTTP side: a small server-rendered web application for the people who document reasons
+//! and watch the queue, and a JSON API over the same data. Only this module knows HTTP.
+//! Reads open their own SQLite connection on the blocking pool; writes go through the index
+//! writer (one writer) together with an audit entry in the same transaction.
+
+pub mod api;
+pub mod auth;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rusqlite::Connection;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::naming::Naming;
+use crate::spool::Spool;
+use crate::store::{self, IndexHandle, StoreError};
+
+/// Everything a request handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub index: IndexHandle,
+    pub spool: Arc<Spool>,
+    pub naming: watch::Receiver<Arc<Naming>>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Arc<auth::Auth>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        index: IndexHandle,
+        spool: Arc<Spool>,
+        naming: watch::Receiver<Arc<Naming>>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        let auth = Arc::new(auth::Auth::new(
+            config.http.users.clone(),
+            config.http.session_lifetime,
+        ));
+        AppState {
+            config,
+            index,
+            spool,
+            naming,
+            metrics,
+            auth,
+        }
+    }
+
+    /// Runs a read on its own connection, off the async workers.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, HttpError> {
+        let path = self.config.storage.database_path();
+        tokio::task::spawn_blocking(move || {
+            let conn = store::open_existing(&path)?;
+            work(&conn)
+        })
+        .await
+        .map_err(|e| HttpError::Internal(e.to_string()))?
+        .map_err(HttpError::from)
+    }
+}
+
+/// Errors answered with a status and a JSON body `{"error": "..."}` (pages show the text).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("sign in first")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        HttpError::Internal(crate::receive::error_chain(&e))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if let HttpError::Internal(why) = &self {
+            tracing::error!(cause = %why, "HTTP request failed");
+        }
+        let mut response = (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"simgate\""),
+            );
+        }
+        response
+    }
+}
+
+/// The caller of a request, and the peer address for the audit log.
+pub struct Request {
+    pub caller: Option<auth::Caller>,
+    pub remote: String,
+}
+
+impl FromRequestParts<AppState> for Request {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        Ok(Request {
+            caller: state.auth.caller(&parts.headers),
+            remote,
+        })
+    }
+}
+
+impl Request {
+    pub fn caller(&self) -> Result<&auth::Caller, HttpError> {
+        self.caller.as_ref().ok_or(HttpError::Unauthorized)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/worklist", get(pages::worklist))
+        .route("/studies/{study_uid}", get(pages::study))
+        .route("/studies/{study_uid}/reasons", post(pages::document_reason))
+        .route("/report", get(pages::report))
+        .route("/report.csv", get(pages::report_csv))
+        .route("/queue", get(pages::queue))
+        .route("/queue/retry", post(pages::queue_retry))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/studies", get(api::studies))
+        .route("/api/studies/{study_uid}", get(api::study))
+        .route(
+            "/api/studies/{study_uid}/reasons",
+            post(api::document_reason),
+        )
+        .route("/api/report", get(api::report))
+        .route("/api/queue", get(api::queue))
+        .route("/api/queue/retry", post(api::queue_retry))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let address = listener.local_addr()?;
+    tracing::info!(
+        address = %address,
+        users = state.config.http.users.len(),
+        "HTTP listener ready"
+    );
+    if state.auth.open() {
+        tracing::warn!("no [[http.users]] configured: the web pages are read-only");
+    }
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// Today in UTC as YYYY-MM-DD.
+pub fn today() -> String {
+    crate::receive::now_rfc3339()[..10].to_string()
+}
+
+/// A date `days` before today (UTC), YYYY-MM-DD.
+pub fn days_ago(days: u64) -> String {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    humantime::format_rfc3339(then).to_string()[..10].to_string()
+}
+
+/// Validates a YYYY-MM-DD date parameter.
+pub fn date_param(name: &str, value: &str) -> Result<String, HttpError> {
+    let ok =
+        value.len() == 10 && humantime::parse_rfc3339_weak(&format!("{value}T00:00:00")).is_ok();
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(HttpError::BadRequest(format!(
+            "{name}: {value:?} is not a date (YYYY-MM-DD)"
+        )))
+    }
+}
+
+/// Validates a Study Instance UID path parameter.
+pub fn study_param(uid: &str) -> Result<String, HttpError> {
+    if crate::dimse::is_valid_uid(uid) {
+        Ok(uid.to_string())
+    } else {
+        Err(HttpError::BadRequest(format!(
+            "{uid:?} is not a valid Study Instance UID"
+        )))
+    }
+}

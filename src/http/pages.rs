@@ -1,0 +1,591 @@
+//! Server-rendered pages (maud: every interpolated value is HTML-escaped), usable without
+//! JavaScript: worklist, study page with the reason form, report with an inline SVG chart,
+//! queue, login. Forms carry the session's CSRF token.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::api::{self, ReasonBody, ReportQuery, RetryBody, StudyFilter};
+use super::auth::{Caller, SESSION_COOKIE};
+use super::{AppState, HttpError, Request};
+
+const STYLE: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f7f9}
+header{background:#1f3a5f;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}header .who{margin-left:auto;font-weight:400}
+main{padding:1rem 1.2rem}h1{font-size:1.3rem;margin:.2rem 0 1rem}h2{font-size:1.05rem;margin:1.4rem 0 .5rem}
+table{border-collapse:collapse;background:#fff;width:100%;font-size:.88rem}
+th,td{border:1px solid #d8dde4;padding:.3rem .45rem;text-align:left;vertical-align:top}
+th{background:#e9edf2}.num{text-align:right}.muted{color:#66707c}.warn{color:#a33}.ok{color:#276749}
+.badge{display:inline-block;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem;background:#e2e8f0}
+.needs-reason{background:#fde2e1}.reason-documented{background:#fef3c7}.conforming{background:#dcfce7}
+form.filters{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin-bottom:1rem}
+label{display:flex;flex-direction:column;font-size:.8rem;gap:.15rem}
+input,select,textarea,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
+.card{background:#fff;border:1px solid #d8dde4;padding:.8rem 1rem;margin-bottom:1rem}
+.error{background:#fde2e1;border:1px solid #e53e3e;padding:.6rem;margin-bottom:1rem}
+";
+
+fn page(title: &str, caller: Option<&Caller>, body: Markup) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · simgate" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    span { "simgate" }
+                    a href="/worklist" { "Worklist" }
+                    a href="/report" { "Report" }
+                    a href="/queue" { "Queue" }
+                    span.who {
+                        @if let Some(c) = caller {
+                            (c.name) " (" (c.role.as_str()) ")"
+                            @if c.via_session {
+                                form method="post" action="/logout" style="display:inline;margin-left:.6rem" {
+                                    input type="hidden" name="csrf" value=(c.csrf.clone().unwrap_or_default());
+                                    button type="submit" { "Sign out" }
+                                }
+                            }
+                        } @else {
+                            a href="/login" { "Sign in" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
+/// Pages need a caller; without one the browser goes to the login page.
+fn require(request: &Request, next: &str) -> Result<Caller, Redirect> {
+    request
+        .caller
+        .clone()
+        .ok_or_else(|| Redirect::to(&format!("/login?next={}", urlencode(next))))
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn error_page(caller: Option<&Caller>, error: HttpError) -> Response {
+    let status = match &error {
+        HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+        HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+        HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+        HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = html! { h1 { "Cannot do that" } div.error { (error.to_string()) } p { a href="/worklist" { "Back to the worklist" } } };
+    (status, page("Error", caller, body)).into_response()
+}
+
+pub async fn home() -> Redirect {
+    Redirect::to("/worklist")
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+pub async fn login_form(Query(query): Query<LoginQuery>) -> Html<String> {
+    login_page(query.next.as_deref().unwrap_or("/worklist"), None)
+}
+
+fn login_page(next: &str, problem: Option<&str>) -> Html<String> {
+    page(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(problem) = problem { div.error { (problem) } }
+            form.card method="post" action="/login" style="max-width:22rem" {
+                input type="hidden" name="next" value=(next);
+                label { "User" input name="name" autocomplete="username" required; }
+                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                p { button type="submit" { "Sign in" } }
+            }
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    // Only local paths: never redirect elsewhere after a login.
+    let next = form
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+        .unwrap_or_else(|| "/worklist".into());
+    let name = form.name.clone();
+    let password = form.password.clone();
+    let auth = std::sync::Arc::clone(&state.auth);
+    // argon2 is deliberately slow: keep it off the async workers.
+    let session = tokio::task::spawn_blocking(move || auth.login(&name, &password))
+        .await
+        .ok()
+        .flatten();
+    match session {
+        Some(id) => {
+            tracing::info!(user = %form.name, "signed in");
+            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+        }
+        None => {
+            tracing::warn!(user = %form.name, "sign-in refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                login_page(&next, Some("Unknown user or wrong password.")),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    request: Request,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(caller) = &request.caller
+        && caller.csrf.as_deref() == Some(form.csrf.as_str())
+        && let Some(id) = super::auth::cookie(&headers, SESSION_COOKIE)
+    {
+        state.auth.logout(&id);
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
+}
+
+/// A session form must carry the session's CSRF token.
+fn check_csrf(caller: &Caller, token: &str) -> Result<(), HttpError> {
+    match &caller.csrf {
+        Some(expected) if caller.via_session && !token.is_empty() && expected == token => Ok(()),
+        _ => Err(HttpError::Forbidden(
+            "the form's CSRF token is missing or stale: reload the page and try again".into(),
+        )),
+    }
+}
+
+fn waiting(since: Option<&str>) -> String {
+    let Some(since) = since.and_then(|s| humantime::parse_rfc3339_weak(s).ok()) else {
+        return String::new();
+    };
+    let minutes = std::time::SystemTime::now()
+        .duration_since(since)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0);
+    match minutes {
+        0..60 => format!("{minutes} min"),
+        60..2880 => format!("{} h", minutes / 60),
+        _ => format!("{} days", minutes / 1440),
+    }
+}
+
+fn items(value: &Value, key: &str, detail: &str) -> Vec<(String, String)> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i[key].as_str().unwrap_or("").to_string(),
+                        i[detail].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn worklist(
+    State(state): State<AppState>,
+    request: Request,
+    Query(filter): Query<StudyFilter>,
+) -> Response {
+    let caller = match require(&request, "/worklist") {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let studies = match api::list_studies(&state, &filter, "needs-reason").await {
+        Ok(studies) => studies,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let status = filter
+        .status
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "needs-reason".into());
+    let body = html! {
+        h1 { "Studies that need a documented reason" }
+        form.filters method="get" action="/worklist" {
+            label { "Status" select name="status" {
+                @for (value, text) in [("needs-reason", "Needs a reason (G9319)"), ("reason-documented", "Reason documented (G9320)"), ("conforming", "Named per standard (G9318)"), ("all", "All")] {
+                    option value=(value) selected[status == value] { (text) }
+                }
+            } }
+            label { "Received since" input type="date" name="since" value=(filter.since.clone().unwrap_or_default()); }
+            label { "Station" input name="station" value=(filter.station.clone().unwrap_or_default()); }
+            label { "Search" input name="q" value=(filter.q.clone().unwrap_or_default()) placeholder="patient, description, UID"; }
+            button type="submit" { "Filter" }
+        }
+        @if studies.is_empty() {
+            p.muted { "No studies match." }
+        } @else {
+            table #worklist {
+                thead { tr { th { "Waiting" } th { "Status" } th { "Patient" } th { "Date" } th { "Station" } th { "Study description" } th { "Series" } th { "Findings" } th { "Suggested standard names" } th { "RT planning" } } }
+                tbody {
+                    @for s in &studies {
+                        tr {
+                            td.num { (waiting(s.needs_reason_since.as_deref().filter(|_| s.status == "needs-reason"))) }
+                            td { span class={"badge " (s.status)} { (s.hcpcs) " " (s.status) } }
+                            td { (s.patient_name) br; span.muted { (s.patient_id) } }
+                            td { (s.study_date) }
+                            td { (s.station_names.join(", ")) }
+                            td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { (s.study_description) } } }
+                            td { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(" · ")) }
+                            td { @for (code, subject) in items(&s.findings, "code", "subject") { div { (code) @if !subject.is_empty() { ": " span.muted { (subject) } } } } }
+                            td { @for (code, name) in items(&s.suggestions, "code", "name") { div { (code) " " (name) } } }
+                            td { @if s.rt_planning { @for (kind, detail) in items(&s.evidence, "kind", "detail") { div { (kind) ": " span.muted { (detail) } } } } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page("Worklist", Some(&caller), body).into_response()
+}
+
+pub async fn study(
+    State(state): State<AppState>,
+    request: Request,
+    Path(uid): Path<String>,
+) -> Response {
+    let caller = match require(&request, &format!("/studies/{uid}")) {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let doc = match api::study_document(&state, &uid).await {
+        Ok(doc) => doc,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let naming = &doc["naming"];
+    let status = naming["status"].as_str().unwrap_or("");
+    let suggested = naming["suggested_reason"].as_str().unwrap_or("");
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let body = html! {
+        h1 { "Study " (text(&doc["study_description"])) }
+        div.card {
+            p { span class={"badge " (status)} { (text(&naming["hcpcs"])) " " (status) } }
+            p { "Patient: " (text(&doc["patient_name"])) " (" (text(&doc["patient_id"])) ") · Date: " (text(&doc["study_date"])) " · Station: " (doc["station_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+            p.muted { "Study Instance UID " (uid) }
+            @if !text(&naming["standard_code"]).is_empty() {
+                p.ok { "Named per the standard: " (text(&naming["standard_code"])) " " (text(&naming["standard_name"])) " (by " (text(&naming["matched_by"])) ")" }
+            }
+            @for (code, subject) in items(&naming["findings"], "code", "subject") { p.warn { (code) ": " (subject) } }
+            @let suggestions = items(&naming["suggestions"], "code", "name");
+            @if !suggestions.is_empty() { p { "Nearest standard names: " @for (code, name) in &suggestions { span.badge { (code) " " (name) } " " } } }
+            @if naming["rt_planning"].as_bool().unwrap_or(false) {
+                p { "Acquired for radiation treatment planning: " @for (kind, detail) in items(&naming["evidence"], "kind", "detail") { span.badge { (kind) ": " (detail) } " " } }
+            }
+        }
+        h2 { "Series" }
+        table #series {
+            thead { tr { th { "#" } th { "Modality" } th { "Series description" } th { "Kind" } th.num { "Instances" } th { "Verdict" } } }
+            tbody {
+                @for s in doc["series"].as_array().cloned().unwrap_or_default() {
+                    tr {
+                        td { (s["series_number"].as_i64().map(|n| n.to_string()).unwrap_or_default()) }
+                        td { (text(&s["modality"])) }
+                        td { @if text(&s["series_description"]).is_empty() { span.muted { "(empty)" } } @else { (text(&s["series_description"])) } }
+                        td { (text(&s["kind"])) }
+                        td.num { (s["instance_count"].as_i64().unwrap_or(0)) }
+                        td { (text(&s["verdict"])) }
+                    }
+                }
+            }
+        }
+        h2 { "Forwarding" }
+        @let forward = doc["forward"].as_array().cloned().unwrap_or_default();
+        @if forward.is_empty() { p.muted { "Not queued for any destination." } } @else {
+            table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Last error" } } }
+                tbody { @for f in &forward { tr { td { (text(&f["destination"])) } td { (text(&f["state"])) } td.num { (f["instances"].as_i64().unwrap_or(0)) } td.warn { (text(&f["last_error"])) } } } } }
+        }
+        h2 { "Documented reasons" }
+        @let reasons = naming["reasons"].as_array().cloned().unwrap_or_default();
+        @if reasons.is_empty() { p.muted { "None yet." } } @else {
+            table #reasons { thead { tr { th { "When" } th { "Who" } th { "Reason" } th { "Note" } } }
+                tbody { @for r in &reasons { tr { td { (text(&r["documented_at"])) } td { (text(&r["documented_by"])) } td { (state.config.naming.reason(r["reason_code"].as_str().unwrap_or("")).map(|c| c.label.clone()).unwrap_or_else(|| text(&r["reason_code"]))) } td { (text(&r["note"])) } } } } }
+        }
+        @if status == "needs-reason" || status == "reason-documented" {
+            @if caller.can_document() && caller.via_session {
+                form.card #reason-form method="post" action={"/studies/" (uid) "/reasons"} {
+                    h2 { "Document the medical reason" }
+                    input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
+                    @for choice in &state.config.naming.reasons {
+                        label style="flex-direction:row;gap:.4rem;font-size:.9rem" {
+                            input type="radio" name="code" value=(choice.code) required checked[choice.code == suggested];
+                            (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } }
+                        }
+                    }
+                    label { "Note (required for “other”)" textarea name="note" rows="2" cols="60" {} }
+                    p { button type="submit" { "Document reason as " (caller.name) } }
+                }
+            } @else {
+                p.muted { "Sign in as a physician to document a reason." }
+            }
+        }
+        h2 { "History" }
+        table { thead { tr { th { "When" } th { "Change" } th { "Cause" } } }
+            tbody { @for h in naming["status_history"].as_array().cloned().unwrap_or_default() { tr { td { (text(&h["changed_at"])) } td { (h["from_status"].as_str().unwrap_or("—")) " → " (text(&h["to_status"])) } td { (text(&h["cause"])) } } } } }
+        h2 { "Audit" }
+        @let audit = doc["audit"].as_array().cloned().unwrap_or_default();
+        @if audit.is_empty() { p.muted { "No changes made through the web pages or the API." } } @else {
+            table #audit { thead { tr { th { "When" } th { "Who" } th { "What" } th { "Detail" } th { "From" } } }
+                tbody { @for a in &audit { tr { td { (text(&a["at"])) } td { (text(&a["user_name"])) } td { (text(&a["action"])) } td { (text(&a["detail"])) } td { (text(&a["remote_address"])) } } } } }
+        }
+    };
+    page("Study", Some(&caller), body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReasonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn document_reason(
+    State(state): State<AppState>,
+    request: Request,
+    Path(uid): Path<String>,
+    Form(form): Form<ReasonForm>,
+) -> Response {
+    let caller = match require(&request, &format!("/studies/{uid}")) {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if let Err(e) = check_csrf(&caller, &form.csrf) {
+        return error_page(Some(&caller), e);
+    }
+    let body = ReasonBody {
+        code: form.code,
+        note: form.note,
+    };
+    match api::record_reason(&state, &request, &uid, &body).await {
+        Ok(_) => Redirect::to(&format!("/studies/{uid}")).into_response(),
+        Err(e) => error_page(Some(&caller), e),
+    }
+}
+
+/// Stacked bars per group (G9318 green, G9320 amber, G9319 red), inline SVG.
+fn chart(rows: &[crate::store::naming::ReportRow]) -> Markup {
+    let groups: Vec<_> = rows.iter().filter(|r| r.group != "total").collect();
+    let max = groups.iter().map(|r| r.total).max().unwrap_or(0).max(1) as f64;
+    let (bar, gap, height) = (36.0, 18.0, 160.0);
+    let width = (groups.len() as f64 * (bar + gap) + gap).max(200.0);
+    html! {
+        svg #chart width=(width) height=(height + 40.0) viewBox={"0 0 " (width) " " (height + 40.0)} role="img" aria-label="Studies per group by HCPCS code" {
+            @for (i, r) in groups.iter().enumerate() {
+                @let x = gap + i as f64 * (bar + gap);
+                @let h18 = r.g9318 as f64 / max * height;
+                @let h20 = r.g9320 as f64 / max * height;
+                @let h19 = r.g9319 as f64 / max * height;
+                rect x=(x) y=(height - h18) width=(bar) height=(h18) fill="#38a169" { title { (r.group) ": " (r.g9318) " G9318" } }
+                rect x=(x) y=(height - h18 - h20) width=(bar) height=(h20) fill="#d69e2e" { title { (r.group) ": " (r.g9320) " G9320" } }
+                rect x=(x) y=(height - h18 - h20 - h19) width=(bar) height=(h19) fill="#e53e3e" { title { (r.group) ": " (r.g9319) " G9319" } }
+                text x=(x + bar / 2.0) y=(height + 14.0) font-size="10" text-anchor="middle" { (r.group.chars().take(12).collect::<String>()) }
+                text x=(x + bar / 2.0) y=(height + 28.0) font-size="10" text-anchor="middle" { (format!("{:.0}%", r.conformance_rate * 100.0)) }
+            }
+        }
+    }
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    request: Request,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    let caller = match require(&request, "/report") {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let (from, to, by, rows) = match api::report_rows(&state, &query).await {
+        Ok(result) => result,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let body = html! {
+        h1 { "Naming report: G9318 / G9319 / G9320" }
+        form.filters method="get" action="/report" {
+            label { "From" input type="date" name="from" value=(from); }
+            label { "To" input type="date" name="to" value=(to); }
+            label { "Group by" select name="by" { @for g in ["month", "station", "physician"] { option value=(g) selected[by == g] { (g) } } } }
+            button type="submit" { "Show" }
+            a href={"/report.csv?from=" (from) "&to=" (to) "&by=" (by)} { "Download CSV" }
+        }
+        div.card { (chart(&rows)) p.muted { "Green: G9318 named per standard · amber: G9320 reason documented · red: G9319 reason missing; percentage: conformance rate." } }
+        table #report {
+            thead { tr { th { (by) } th.num { "G9318" } th.num { "G9319" } th.num { "G9320" } th.num { "Total" } th.num { "Conformance" } } }
+            tbody { @for r in &rows { tr { td { (r.group) } td.num { (r.g9318) } td.num { (r.g9319) } td.num { (r.g9320) } td.num { (r.total) } td.num { (format!("{:.1}%", r.conformance_rate * 100.0)) } } } }
+        }
+    };
+    page("Report", Some(&caller), body).into_response()
+}
+
+pub async fn report_csv(
+    State(state): State<AppState>,
+    request: Request,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    if let Err(redirect) = require(&request, "/report") {
+        return redirect.into_response();
+    }
+    let (from, to, by, rows) = match api::report_rows(&state, &query).await {
+        Ok(result) => result,
+        Err(e) => return e.into_response(),
+    };
+    let mut csv = format!("{by},G9318,G9319,G9320,total,conformance_rate\n");
+    for r in &rows {
+        let group = if r.group.contains([',', '"', '\n']) {
+            format!("\"{}\"", r.group.replace('"', "\"\""))
+        } else {
+            r.group.clone()
+        };
+        csv.push_str(&format!(
+            "{group},{},{},{},{},{:.3}\n",
+            r.g9318, r.g9319, r.g9320, r.total, r.conformance_rate
+        ));
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"simgate-report-{from}-{to}.csv\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+pub async fn queue(State(state): State<AppState>, request: Request) -> Response {
+    let caller = match require(&request, "/queue") {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let (summary, studies) = match state
+        .read(|conn| {
+            Ok((
+                crate::store::forward::summary(conn, None)?,
+                crate::store::forward::by_study(conn, None, None)?,
+            ))
+        })
+        .await
+    {
+        Ok(result) => result,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let admin = caller.is_admin() && caller.via_session;
+    let csrf = caller.csrf.clone().unwrap_or_default();
+    let body = html! {
+        h1 { "Forward queue" }
+        @if state.config.destinations.is_empty() { p.muted { "No destinations configured: instances are received and logged only." } }
+        table #queue {
+            thead { tr { th { "Destination" } th.num { "Pending" } th.num { "In flight" } th.num { "Sent" } th.num { "Dead" } th { "Oldest waiting since" } th { "Last error" } } }
+            tbody { @for d in &summary { tr {
+                td { (d.destination) } td.num { (d.pending) } td.num { (d.in_flight) } td.num { (d.sent) } td.num { (d.dead) }
+                td { (d.oldest_waiting_since.clone().unwrap_or_default()) } td.warn { (d.last_error) }
+            } } }
+        }
+        @if admin && summary.iter().any(|d| d.dead > 0) {
+            form method="post" action="/queue/retry" style="margin-top:.6rem" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="dead" value="true";
+                button type="submit" { "Retry all dead letters" }
+            }
+        }
+        h2 { "By study" }
+        table {
+            thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th {} } }
+            tbody { @for s in studies.iter().filter(|s| s.state != "sent") { tr {
+                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) }
+                td { @if admin { form method="post" action="/queue/retry" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="study" value=(s.study_instance_uid);
+                    input type="hidden" name="destination" value=(s.destination);
+                    button type="submit" { "Retry" }
+                } } }
+            } } }
+        }
+    };
+    page("Queue", Some(&caller), body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetryForm {
+    #[serde(default)]
+    csrf: String,
+    study: Option<String>,
+    #[serde(default)]
+    dead: Option<String>,
+    destination: Option<String>,
+}
+
+pub async fn queue_retry(
+    State(state): State<AppState>,
+    request: Request,
+    Form(form): Form<RetryForm>,
+) -> Response {
+    let caller = match require(&request, "/queue") {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if let Err(e) = check_csrf(&caller, &form.csrf) {
+        return error_page(Some(&caller), e);
+    }
+    let body = RetryBody {
+        study: form.study,
+        dead: form.dead.is_some_and(|d| d == "true"),
+        destination: form.destination,
+    };
+    match api::retry(&state, &request, &body).await {
+        Ok(_) => Redirect::to("/queue").into_response(),
+        Err(e) => error_page(Some(&caller), e),
+    }
+}
