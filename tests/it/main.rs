@@ -3,6 +3,7 @@
 mod cli;
 mod durability;
 mod forward;
+mod http;
 mod malformed;
 mod naming;
 mod receive;

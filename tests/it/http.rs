@@ -1,0 +1,482 @@
+//! The JSON API, pages' escaping, CSRF, /metrics and /healthz, with a real HTTP client against
+//! a spawned gateway.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use simgate::synth::{self, StudySpec};
+
+use crate::support::{App, assert_success};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A `[[http.users]]` block made by `simgate user add`.
+fn user(name: &str, role: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["user", "add", name, "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simgate user add");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert_success(&output, "simgate user add");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn gateway() -> App {
+    let users = format!(
+        "{}{}{}",
+        user("curie", "physician"),
+        user("watson", "viewer"),
+        user("root", "admin")
+    );
+    App::spawn_full("", "", "", &users)
+}
+
+fn client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn url(app: &App, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", app.http_port)
+}
+
+fn send(app: &App, spec: &StudySpec) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let study = synth::write_study(spec, dir.path()).expect("generate");
+    let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
+    assert_success(&app.storescu(&paths), "storescu");
+    study.study_instance_uid
+}
+
+fn site_study(seed: u64) -> StudySpec {
+    StudySpec::ct_simulator_upload(3, 2, 2, seed)
+}
+
+#[test]
+fn the_api_lists_details_and_documents_reasons_with_the_right_refusals() {
+    let app = gateway();
+    let uid = send(&app, &site_study(401));
+    let http = client();
+
+    // Without credentials: 401 with a JSON error body.
+    let response = http.get(url(&app, "/api/studies")).send().expect("request");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.json::<Value>().expect("json")["error"].is_string());
+
+    // List and detail.
+    let list: Value = http
+        .get(url(&app, "/api/studies?status=needs-reason"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    assert_eq!(list["studies"].as_array().expect("studies").len(), 1);
+    assert_eq!(list["studies"][0]["study_instance_uid"], uid.as_str());
+    let filtered: Value = http
+        .get(url(&app, "/api/studies?q=no-such-patient"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    assert_eq!(filtered["studies"].as_array().expect("studies").len(), 0);
+    let detail: Value = http
+        .get(url(&app, &format!("/api/studies/{uid}")))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    assert_eq!(detail["naming"]["status"], "needs-reason");
+    assert_eq!(detail["series"].as_array().expect("series").len(), 5);
+    assert!(
+        detail["naming"]["suggestions"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3)
+    );
+
+    // 404 for an unknown UID, 400 for a malformed one and for bad parameters.
+    let missing = http
+        .get(url(&app, "/api/studies/1.2.3.4.5.6"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(
+        missing.json::<Value>().expect("json")["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1.2.3.4.5.6")
+    );
+    let malformed = http
+        .get(url(&app, "/api/studies/..%2F..%2Fetc"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request");
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let bad_date = http
+        .get(url(&app, "/api/studies?since=yesterday"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request");
+    assert_eq!(bad_date.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        bad_date.json::<Value>().expect("json")["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("since")
+    );
+
+    // A viewer may not document a reason.
+    let reasons = url(&app, &format!("/api/studies/{uid}/reasons"));
+    let refused = http
+        .post(&reasons)
+        .basic_auth("watson", Some(PASSWORD))
+        .json(&json!({"code": "rt-planning"}))
+        .send()
+        .expect("request");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // Bad input: unknown code, missing note for "other", an author field in the body.
+    for body in [
+        json!({"code": "because"}),
+        json!({"code": "other"}),
+        json!({"code": "rt-planning", "documented_by": "someone else"}),
+    ] {
+        let response = http
+            .post(&reasons)
+            .basic_auth("curie", Some(PASSWORD))
+            .json(&body)
+            .send()
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert!(response.json::<Value>().expect("json")["error"].is_string());
+    }
+    let wrong_password = http
+        .post(&reasons)
+        .basic_auth("curie", Some("guess"))
+        .json(&json!({"code": "rt-planning"}))
+        .send()
+        .expect("request");
+    assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
+
+    // A physician documents it: the author is the authenticated user.
+    let created = http
+        .post(&reasons)
+        .basic_auth("curie", Some(PASSWORD))
+        .json(&json!({"code": "rt-planning", "note": "4D planning CT per protocol"}))
+        .send()
+        .expect("request");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(
+        created.json::<Value>().expect("json")["status"],
+        "reason-documented"
+    );
+    let detail: Value = http
+        .get(url(&app, &format!("/api/studies/{uid}")))
+        .basic_auth("curie", Some(PASSWORD))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    assert_eq!(detail["naming"]["reasons"][0]["documented_by"], "curie");
+    assert_eq!(detail["audit"][0]["user_name"], "curie");
+    assert_eq!(detail["audit"][0]["action"], "document-reason");
+    assert!(
+        detail["audit"][0]["remote_address"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("127.0.0.1:")
+    );
+
+    // Report and queue.
+    let report: Value = http
+        .get(url(&app, "/api/report"))
+        .basic_auth("watson", Some(PASSWORD))
+        .send()
+        .expect("request")
+        .json()
+        .expect("json");
+    let total = report["rows"]
+        .as_array()
+        .expect("rows")
+        .last()
+        .expect("total")
+        .clone();
+    assert_eq!(total["g9320"], 1);
+    let queue = http
+        .post(url(&app, "/api/queue/retry"))
+        .basic_auth("curie", Some(PASSWORD))
+        .json(&json!({"dead": true}))
+        .send()
+        .expect("request");
+    assert_eq!(
+        queue.status(),
+        StatusCode::FORBIDDEN,
+        "only admins act on the queue"
+    );
+    let queue = http
+        .post(url(&app, "/api/queue/retry"))
+        .basic_auth("root", Some(PASSWORD))
+        .json(&json!({"dead": true}))
+        .send()
+        .expect("request");
+    assert_eq!(queue.status(), StatusCode::OK);
+}
+
+/// Signs in through the login form and returns the session cookie.
+fn sign_in(app: &App, http: &Client, name: &str) -> String {
+    let response = http
+        .post(url(app, "/login"))
+        .form(&[
+            ("name", name),
+            ("password", PASSWORD),
+            ("next", "/worklist"),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {name}");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().expect("pair").to_string()
+}
+
+#[test]
+fn forms_need_the_session_csrf_token() {
+    let app = gateway();
+    let uid = send(&app, &site_study(402));
+    let http = client();
+    let cookie = sign_in(&app, &http, "curie");
+    let action = url(&app, &format!("/studies/{uid}/reasons"));
+
+    let without = http
+        .post(&action)
+        .header("cookie", &cookie)
+        .form(&[("code", "rt-planning")])
+        .send()
+        .expect("post");
+    assert_eq!(without.status(), StatusCode::FORBIDDEN);
+    let forged = http
+        .post(&action)
+        .header("cookie", &cookie)
+        .form(&[("code", "rt-planning"), ("csrf", "0000")])
+        .send()
+        .expect("post");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // A session may not use the JSON API's POST either (no CSRF there).
+    let api = http
+        .post(url(&app, &format!("/api/studies/{uid}/reasons")))
+        .header("cookie", &cookie)
+        .json(&json!({"code": "rt-planning"}))
+        .send()
+        .expect("post");
+    assert_eq!(api.status(), StatusCode::FORBIDDEN);
+
+    // With the token from the page, it works.
+    let page = http
+        .get(url(&app, &format!("/studies/{uid}")))
+        .header("cookie", &cookie)
+        .send()
+        .expect("page")
+        .text()
+        .expect("text");
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_string();
+    let ok = http
+        .post(&action)
+        .header("cookie", &cookie)
+        .form(&[("code", "rt-planning"), ("csrf", token.as_str())])
+        .send()
+        .expect("post");
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    let detail: Value = http
+        .get(url(&app, &format!("/api/studies/{uid}")))
+        .basic_auth("curie", Some(PASSWORD))
+        .send()
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(detail["naming"]["status"], "reason-documented");
+
+    // Pages redirect to the login without a session.
+    let redirected = http.get(url(&app, "/worklist")).send().expect("get");
+    assert_eq!(redirected.status(), StatusCode::SEE_OTHER);
+    assert!(
+        redirected.headers()["location"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("/login")
+    );
+}
+
+#[test]
+fn hostile_values_render_escaped() {
+    let app = gateway();
+    let mut spec = site_study(403);
+    spec.study_description = "<script>alert(1)</script> \"quoted\" 'single' & Ünïcödé 胸部".into();
+    spec.patient_name = "O'Brien^<img src=x onerror=alert(2)>".into();
+    spec.station_name = "\"><svg onload=alert(3)>".chars().take(16).collect();
+    spec.series[0].description = format!("{}<b>bold</b>", "LONG ".repeat(12));
+    let uid = send(&app, &spec);
+    let http = client();
+    let cookie = sign_in(&app, &http, "watson");
+    for path in ["/worklist".to_string(), format!("/studies/{uid}")] {
+        let page = http
+            .get(url(&app, &path))
+            .header("cookie", &cookie)
+            .send()
+            .expect("page")
+            .text()
+            .expect("text");
+        for raw in [
+            "<script>alert(1)",
+            "<img src=x",
+            "<svg onload",
+            "<b>bold</b>",
+        ] {
+            assert!(!page.contains(raw), "{path} contains {raw:?} unescaped");
+        }
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path} lacks the escaped description"
+        );
+        assert!(
+            page.contains("Ünïcödé 胸部"),
+            "{path} lost the non-ASCII text"
+        );
+    }
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_match_what_was_sent() {
+    let app = gateway();
+    let mut spec = StudySpec::planning_ct(6, 404);
+    spec.with_rt_objects = false;
+    send(&app, &spec);
+    assert_success(&app.echoscu(), "echoscu");
+    let refused = app.echoscu_as("CTSIM", "WRONG");
+    assert!(!refused.status.success());
+    let text = client()
+        .get(url(&app, "/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+
+    let mut values = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            typed.insert(parts.next().expect("name").to_string());
+            assert!(
+                matches!(parts.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().expect("name");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
+        }
+        let family = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            typed.contains(name) || typed.contains(family),
+            "{name} has no TYPE line"
+        );
+        values.insert(series.to_string(), value);
+    }
+    assert_eq!(
+        values["simgate_instances_received_total{outcome=\"stored\"}"],
+        6.0
+    );
+    assert_eq!(
+        values["simgate_associations_total"], 2.0,
+        "storescu and echoscu"
+    );
+    assert_eq!(values["simgate_echoes_total"], 1.0);
+    assert_eq!(values["simgate_store_seconds_count"], 6.0);
+    assert_eq!(values["simgate_store_seconds_bucket{le=\"+Inf\"}"], 6.0);
+    assert!(values["simgate_received_bytes_total"] > 6.0 * 512.0 * 512.0 * 2.0);
+    assert!(
+        values
+            .keys()
+            .any(|k| k.starts_with("simgate_rejections_total{cause=\"association-rejected")),
+        "{text}"
+    );
+    assert_eq!(values["simgate_studies{status=\"needs-reason\"}"], 1.0);
+
+    let health: Value = client()
+        .get(url(&app, "/healthz"))
+        .send()
+        .expect("healthz")
+        .json()
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let openapi: Value = client()
+        .get(url(&app, "/api/openapi.json"))
+        .send()
+        .expect("openapi")
+        .json()
+        .expect("json");
+    assert!(openapi["paths"]["/api/studies/{study_uid}/reasons"]["post"].is_object());
+}
+
+#[test]
+fn without_users_the_pages_are_read_only() {
+    let app = App::spawn();
+    let uid = send(&app, &site_study(405));
+    let http = client();
+    let page = http.get(url(&app, "/worklist")).send().expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().expect("text").contains(&uid));
+    let refused = http
+        .post(url(&app, &format!("/api/studies/{uid}/reasons")))
+        .json(&json!({"code": "rt-planning"}))
+        .send()
+        .expect("post");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
