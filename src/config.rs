@@ -891,14 +891,23 @@ mod tests {
 
     #[test]
     fn without_users_the_http_side_binds_loopback_only() {
-        let err = parse("[listener]\n[http]\nbind = \"0.0.0.0:8080\"\n").expect_err("open to the network");
+        let err = parse("[listener]\n[http]\nbind = \"0.0.0.0:8080\"\n")
+            .expect_err("open to the network");
         assert!(err.to_string().contains("http.bind"), "{err}");
         let off = parse("[listener]\n[http]\nbind = \"off\"\n").expect("off");
         assert!(off.http.bind.is_none());
         let users = "[listener]\n[http]\nbind = \"0.0.0.0:8080\"\n[[http.users]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\n";
         assert!(parse(users).is_ok());
-        let plain = users.replace("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA", "hunter2");
-        assert!(parse(&plain).expect_err("plain password").to_string().contains("argon2"));
+        let plain = users.replace(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
+            "hunter2",
+        );
+        assert!(
+            parse(&plain)
+                .expect_err("plain password")
+                .to_string()
+                .contains("argon2")
+        );
     }
 
     #[test]

@@ -87,29 +87,7 @@ impl Command {
         };
         let mut seen_field = false;
         let mut seen_message_id = false;
-        let mut offset = 0usize;
-        while offset < bytes.len() {
-            let header = bytes
-                .get(offset..offset + 8)
-                .ok_or(CommandError::Truncated { offset })?;
-            let group = u16::from_le_bytes([header[0], header[1]]);
-            let element = u16::from_le_bytes([header[2], header[3]]);
-            let declared = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            offset += 8;
-            let remaining = bytes.len() - offset;
-            if declared as usize > remaining {
-                return Err(CommandError::LengthBeyondEnd {
-                    group,
-                    element,
-                    declared,
-                    remaining,
-                });
-            }
-            if group != 0x0000 {
-                return Err(CommandError::NotCommandGroup { group, element });
-            }
-            let value = &bytes[offset..offset + declared as usize];
-            offset += declared as usize;
+        for (element, value) in elements(bytes)? {
             match element {
                 0x0002 => command.affected_sop_class_uid = Some(uid_text(value)),
                 0x0100 => {
@@ -138,6 +116,37 @@ impl Command {
         }
         Ok(command)
     }
+}
+
+/// Splits an Implicit VR Little Endian command set into (element, value) pairs of group 0000,
+/// refusing any element whose declared length runs past the end of what was received.
+fn elements(bytes: &[u8]) -> Result<Vec<(u16, &[u8])>, CommandError> {
+    let mut out = Vec::with_capacity(12);
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let header = bytes
+            .get(offset..offset + 8)
+            .ok_or(CommandError::Truncated { offset })?;
+        let group = u16::from_le_bytes([header[0], header[1]]);
+        let element = u16::from_le_bytes([header[2], header[3]]);
+        let declared = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        offset += 8;
+        let remaining = bytes.len() - offset;
+        if declared as usize > remaining {
+            return Err(CommandError::LengthBeyondEnd {
+                group,
+                element,
+                declared,
+                remaining,
+            });
+        }
+        if group != 0x0000 {
+            return Err(CommandError::NotCommandGroup { group, element });
+        }
+        out.push((element, &bytes[offset..offset + declared as usize]));
+        offset += declared as usize;
+    }
+    Ok(out)
 }
 
 fn read_us(value: &[u8]) -> Option<u16> {
@@ -200,29 +209,7 @@ impl ResponseFields {
         let mut responded_to = None;
         let mut status = None;
         let mut error_comment = None;
-        let mut offset = 0usize;
-        while offset < bytes.len() {
-            let header = bytes
-                .get(offset..offset + 8)
-                .ok_or(CommandError::Truncated { offset })?;
-            let group = u16::from_le_bytes([header[0], header[1]]);
-            let element = u16::from_le_bytes([header[2], header[3]]);
-            let declared = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            offset += 8;
-            let remaining = bytes.len() - offset;
-            if declared as usize > remaining {
-                return Err(CommandError::LengthBeyondEnd {
-                    group,
-                    element,
-                    declared,
-                    remaining,
-                });
-            }
-            if group != 0x0000 {
-                return Err(CommandError::NotCommandGroup { group, element });
-            }
-            let value = &bytes[offset..offset + declared as usize];
-            offset += declared as usize;
+        for (element, value) in elements(bytes)? {
             match element {
                 0x0100 => command_field = read_us(value),
                 0x0120 => responded_to = read_us(value),

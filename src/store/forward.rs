@@ -248,12 +248,22 @@ pub fn by_study(
     destination: Option<&str>,
     state: Option<&str>,
 ) -> Result<Vec<StudyQueue>, StoreError> {
-    let mut stmt = conn.prepare(
+    study_queue_rows(
+        conn,
         "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
          FROM forward_queue WHERE (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR state = ?2)
          GROUP BY destination, study_instance_uid, state ORDER BY min(queued_at)",
-    )?;
-    let rows = stmt.query_map(params![destination, state], |r| {
+        params![destination, state],
+    )
+}
+
+fn study_queue_rows(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<StudyQueue>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(args, |r| {
         Ok(StudyQueue {
             destination: r.get(0)?,
             study_instance_uid: r.get(1)?,
@@ -333,22 +343,13 @@ pub fn mark_file_deleted(
 
 /// Forward state of one study per destination and state.
 pub fn study_state(conn: &Connection, study: &str) -> Result<Vec<StudyQueue>, StoreError> {
-    let mut stmt = conn.prepare(
+    study_queue_rows(
+        conn,
         "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
          FROM forward_queue WHERE study_instance_uid = ?1
          GROUP BY destination, state ORDER BY destination, state",
-    )?;
-    let rows = stmt.query_map([study], |r| {
-        Ok(StudyQueue {
-            destination: r.get(0)?,
-            study_instance_uid: r.get(1)?,
-            state: r.get(2)?,
-            instances: r.get(3)?,
-            oldest_queued_at: r.get(4)?,
-            last_error: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        [study],
+    )
 }
 
 /// Queue depth and age of the oldest waiting row per destination, for /metrics.
