@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of simgate on a fresh Debian machine: installs what the tests drive (DCMTK),
-# then formatting, lints and the whole test suite (unit tests and the integration tests that
-# run the real binary against DCMTK's storescu, echoscu and storescp over loopback).
+# Runs every test of simgate on a fresh Debian machine: installs what the tests drive (DCMTK;
+# Chromium and its WebDriver for the browser test), then formatting, lints and the whole test
+# suite (unit tests and the integration tests that run the real binary against DCMTK's storescu,
+# echoscu and storescp, and headless Chromium, over loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ need_packages=()
 for tool in storescu echoscu storescp dcmcjpeg dcmodify; do
   command -v "$tool" >/dev/null 2>&1 || { need_packages+=(dcmtk); break; }
 done
+# tests/it/browser.rs starts these exact paths (Debian's packages).
+[ -x /usr/bin/chromium ] || need_packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_packages+=(chromium-driver)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "==> installing ${need_packages[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

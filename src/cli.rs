@@ -598,7 +598,9 @@ pub fn report(
                     r.g9319.to_string(),
                     r.g9320.to_string(),
                     r.total.to_string(),
-                    format!("{:.3}", r.conformance_rate),
+                    r.conformance_rate
+                        .map(|rate| format!("{rate:.3}"))
+                        .unwrap_or_default(),
                 ])?;
             }
             csv.flush()?;
@@ -613,13 +615,15 @@ pub fn report(
             for r in &rows {
                 writeln!(
                     out,
-                    "{:<28}  {:>6}  {:>6}  {:>6}  {:>6}  {:>10.1}%",
+                    "{:<28}  {:>6}  {:>6}  {:>6}  {:>6}  {:>11}",
                     clip(&r.group, 28),
                     r.g9318,
                     r.g9319,
                     r.g9320,
                     r.total,
-                    r.conformance_rate * 100.0
+                    r.conformance_rate
+                        .map(|rate| format!("{:.1}%", rate * 100.0))
+                        .unwrap_or_else(|| "n/a".into())
                 )?;
             }
         }

@@ -25,8 +25,12 @@ th{background:#e9edf2}.num{text-align:right}.muted{color:#66707c}.warn{color:#a3
 .badge{display:inline-block;padding:.05rem .4rem;border-radius:.3rem;font-size:.8rem;background:#e2e8f0}
 .needs-reason{background:#fde2e1}.reason-documented{background:#fef3c7}.conforming{background:#dcfce7}
 form.filters{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin-bottom:1rem}
-label{display:flex;flex-direction:column;font-size:.8rem;gap:.15rem}
-input,select,textarea,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
+label{display:flex;flex-direction:column;font-size:.85rem;gap:.15rem}
+input,select,textarea,button{font-size:1rem;font-family:inherit;padding:.3rem .45rem}button{cursor:pointer}
+.badge{white-space:nowrap}ul.plain{margin:0;padding-left:1rem}ul.plain li{margin:.1rem 0}
+.choices label{flex-direction:row;align-items:center;gap:.5rem;font-size:.95rem;padding:.3rem 0}
+.choices input[type=radio]{width:1.1rem;height:1.1rem}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .9rem;vertical-align:middle}
 .card{background:#fff;border:1px solid #d8dde4;padding:.8rem 1rem;margin-bottom:1rem}
 .error{background:#fde2e1;border:1px solid #e53e3e;padding:.6rem;margin-bottom:1rem}
 ";
@@ -109,10 +113,10 @@ pub struct LoginQuery {
 }
 
 pub async fn login_form(Query(query): Query<LoginQuery>) -> Html<String> {
-    login_page(query.next.as_deref().unwrap_or("/worklist"), None)
+    login_page(query.next.as_deref().unwrap_or("/worklist"), "", None)
 }
 
-fn login_page(next: &str, problem: Option<&str>) -> Html<String> {
+fn login_page(next: &str, name: &str, problem: Option<&str>) -> Html<String> {
     page(
         "Sign in",
         None,
@@ -121,7 +125,7 @@ fn login_page(next: &str, problem: Option<&str>) -> Html<String> {
             @if let Some(problem) = problem { div.error { (problem) } }
             form.card method="post" action="/login" style="max-width:22rem" {
                 input type="hidden" name="next" value=(next);
-                label { "User" input name="name" autocomplete="username" required; }
+                label { "User" input name="name" value=(name) autocomplete="username" required; }
                 label { "Password" input name="password" type="password" autocomplete="current-password" required; }
                 p { button type="submit" { "Sign in" } }
             }
@@ -160,7 +164,7 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
             tracing::warn!(user = %form.name, "sign-in refused");
             (
                 StatusCode::UNAUTHORIZED,
-                login_page(&next, Some("Unknown user or wrong password.")),
+                login_page(&next, &form.name, Some("Unknown user or wrong password.")),
             )
                 .into_response()
         }
@@ -195,6 +199,47 @@ fn check_csrf(caller: &Caller, token: &str) -> Result<(), HttpError> {
         _ => Err(HttpError::Forbidden(
             "the form's CSRF token is missing or stale: reload the page and try again".into(),
         )),
+    }
+}
+
+/// A DICOM person name for people: `FAMILY^GIVEN` reads "FAMILY, GIVEN".
+fn person(name: &str) -> String {
+    let parts: Vec<&str> = name
+        .split('^')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    match parts.as_slice() {
+        [] => String::new(),
+        [family] => family.to_string(),
+        [family, rest @ ..] => format!("{family}, {}", rest.join(" ")),
+    }
+}
+
+/// A DICOM date (YYYYMMDD) as YYYY-MM-DD; anything else as received.
+fn dicom_date(date: &str) -> String {
+    if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..])
+    } else {
+        date.to_string()
+    }
+}
+
+/// An RFC 3339 UTC time as "YYYY-MM-DD HH:MM UTC".
+fn when(time: &str) -> String {
+    if time.len() >= 16 && time.as_bytes()[10] == b'T' {
+        format!("{} {} UTC", &time[..10], &time[11..16])
+    } else {
+        time.to_string()
+    }
+}
+
+/// Findings in words.
+fn finding_label(code: &str) -> &str {
+    match code {
+        "study-name-nonstandard" => "Study name is not a standard name",
+        "series-name-nonstandard" => "Series name follows no site convention",
+        other => other,
     }
 }
 
@@ -271,14 +316,14 @@ pub async fn worklist(
                         tr {
                             td.num { (waiting(s.needs_reason_since.as_deref().filter(|_| s.status == "needs-reason"))) }
                             td { span class={"badge " (s.status)} { (s.hcpcs) " " (s.status) } }
-                            td { (s.patient_name) br; span.muted { (s.patient_id) } }
-                            td { (s.study_date) }
+                            td { (person(&s.patient_name)) br; span.muted { (s.patient_id) } }
+                            td { (dicom_date(&s.study_date)) }
                             td { (s.station_names.join(", ")) }
                             td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { (s.study_description) } } }
-                            td { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(" · ")) }
-                            td { @for (code, subject) in items(&s.findings, "code", "subject") { div { (code) @if !subject.is_empty() { ": " span.muted { (subject) } } } } }
-                            td { @for (code, name) in items(&s.suggestions, "code", "name") { div { (code) " " (name) } } }
-                            td { @if s.rt_planning { @for (kind, detail) in items(&s.evidence, "kind", "detail") { div { (kind) ": " span.muted { (detail) } } } } }
+                            td { (s.series_descriptions.len()) " series: " span.muted { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(", ")) } }
+                            td { ul.plain { @for (code, subject) in items(&s.findings, "code", "subject") { li { (finding_label(&code)) @if !subject.is_empty() { ": " span.muted { (subject) } } } } } }
+                            td { ul.plain { @for (code, name) in items(&s.suggestions, "code", "name") { li { (name) " " span.muted { "(" (code) ")" } } } } }
+                            td { @if s.rt_planning { ul.plain { @for (kind, detail) in items(&s.evidence, "kind", "detail") { li { (kind.replace('-', " ")) ": " span.muted { (detail) } } } } } }
                         }
                     }
                 }
@@ -309,16 +354,16 @@ pub async fn study(
         h1 { "Study " (text(&doc["study_description"])) }
         div.card {
             p { span class={"badge " (status)} { (text(&naming["hcpcs"])) " " (status) } }
-            p { "Patient: " (text(&doc["patient_name"])) " (" (text(&doc["patient_id"])) ") · Date: " (text(&doc["study_date"])) " · Station: " (doc["station_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+            p { "Patient: " (person(&text(&doc["patient_name"]))) " (" (text(&doc["patient_id"])) ") · Date: " (dicom_date(&text(&doc["study_date"]))) " · Station: " (doc["station_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
             p.muted { "Study Instance UID " (uid) }
             @if !text(&naming["standard_code"]).is_empty() {
                 p.ok { "Named per the standard: " (text(&naming["standard_code"])) " " (text(&naming["standard_name"])) " (by " (text(&naming["matched_by"])) ")" }
             }
-            @for (code, subject) in items(&naming["findings"], "code", "subject") { p.warn { (code) ": " (subject) } }
+            @for (code, subject) in items(&naming["findings"], "code", "subject") { p.warn { (finding_label(&code)) ": " (subject) } }
             @let suggestions = items(&naming["suggestions"], "code", "name");
             @if !suggestions.is_empty() { p { "Nearest standard names: " @for (code, name) in &suggestions { span.badge { (code) " " (name) } " " } } }
             @if naming["rt_planning"].as_bool().unwrap_or(false) {
-                p { "Acquired for radiation treatment planning: " @for (kind, detail) in items(&naming["evidence"], "kind", "detail") { span.badge { (kind) ": " (detail) } " " } }
+                p { "Acquired for radiation treatment planning: " @for (kind, detail) in items(&naming["evidence"], "kind", "detail") { span.badge { (kind.replace('-', " ")) ": " (detail) } " " } }
             }
         }
         h2 { "Series" }
@@ -347,20 +392,22 @@ pub async fn study(
         @let reasons = naming["reasons"].as_array().cloned().unwrap_or_default();
         @if reasons.is_empty() { p.muted { "None yet." } } @else {
             table #reasons { thead { tr { th { "When" } th { "Who" } th { "Reason" } th { "Note" } } }
-                tbody { @for r in &reasons { tr { td { (text(&r["documented_at"])) } td { (text(&r["documented_by"])) } td { (state.config.naming.reason(r["reason_code"].as_str().unwrap_or("")).map(|c| c.label.clone()).unwrap_or_else(|| text(&r["reason_code"]))) } td { (text(&r["note"])) } } } } }
+                tbody { @for r in &reasons { tr { td { (when(&text(&r["documented_at"]))) } td { (text(&r["documented_by"])) } td { (state.config.naming.reason(r["reason_code"].as_str().unwrap_or("")).map(|c| c.label.clone()).unwrap_or_else(|| text(&r["reason_code"]))) } td { (text(&r["note"])) } } } } }
         }
         @if status == "needs-reason" || status == "reason-documented" {
             @if caller.can_document() && caller.via_session {
                 form.card #reason-form method="post" action={"/studies/" (uid) "/reasons"} {
                     h2 { "Document the medical reason" }
                     input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
-                    @for choice in &state.config.naming.reasons {
-                        label style="flex-direction:row;gap:.4rem;font-size:.9rem" {
-                            input type="radio" name="code" value=(choice.code) required checked[choice.code == suggested];
-                            (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } }
+                    div.choices {
+                        @for choice in &state.config.naming.reasons {
+                            label {
+                                input type="radio" name="code" value=(choice.code) required checked[choice.code == suggested];
+                                (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } }
+                            }
                         }
                     }
-                    label { "Note (required for “other”)" textarea name="note" rows="2" cols="60" {} }
+                    label style="max-width:40rem" { "Note (required for “Other”)" textarea name="note" rows="3" {} }
                     p { button type="submit" { "Document reason as " (caller.name) } }
                 }
             } @else {
@@ -369,12 +416,12 @@ pub async fn study(
         }
         h2 { "History" }
         table { thead { tr { th { "When" } th { "Change" } th { "Cause" } } }
-            tbody { @for h in naming["status_history"].as_array().cloned().unwrap_or_default() { tr { td { (text(&h["changed_at"])) } td { (h["from_status"].as_str().unwrap_or("—")) " → " (text(&h["to_status"])) } td { (text(&h["cause"])) } } } } }
+            tbody { @for h in naming["status_history"].as_array().cloned().unwrap_or_default() { tr { td { (when(&text(&h["changed_at"]))) } td { (h["from_status"].as_str().unwrap_or("—")) " → " (text(&h["to_status"])) } td { (text(&h["cause"])) } } } } }
         h2 { "Audit" }
         @let audit = doc["audit"].as_array().cloned().unwrap_or_default();
         @if audit.is_empty() { p.muted { "No changes made through the web pages or the API." } } @else {
             table #audit { thead { tr { th { "When" } th { "Who" } th { "What" } th { "Detail" } th { "From" } } }
-                tbody { @for a in &audit { tr { td { (text(&a["at"])) } td { (text(&a["user_name"])) } td { (text(&a["action"])) } td { (text(&a["detail"])) } td { (text(&a["remote_address"])) } } } } }
+                tbody { @for a in &audit { tr { td { (when(&text(&a["at"]))) } td { (text(&a["user_name"])) } td { (text(&a["action"])) } td { (text(&a["detail"])) } td { (text(&a["remote_address"])) } } } } }
         }
     };
     page("Study", Some(&caller), body).into_response()
@@ -418,7 +465,7 @@ fn chart(rows: &[crate::store::naming::ReportRow]) -> Markup {
     let groups: Vec<_> = rows.iter().filter(|r| r.group != "total").collect();
     let max = groups.iter().map(|r| r.total).max().unwrap_or(0).max(1) as f64;
     let (bar, gap, height) = (36.0, 18.0, 160.0);
-    let width = (groups.len() as f64 * (bar + gap) + gap).max(200.0);
+    let width = (groups.len() as f64 * (bar + gap) + gap).max(240.0);
     html! {
         svg #chart width=(width) height=(height + 40.0) viewBox={"0 0 " (width) " " (height + 40.0)} role="img" aria-label="Studies per group by HCPCS code" {
             @for (i, r) in groups.iter().enumerate() {
@@ -429,8 +476,8 @@ fn chart(rows: &[crate::store::naming::ReportRow]) -> Markup {
                 rect x=(x) y=(height - h18) width=(bar) height=(h18) fill="#38a169" { title { (r.group) ": " (r.g9318) " G9318" } }
                 rect x=(x) y=(height - h18 - h20) width=(bar) height=(h20) fill="#d69e2e" { title { (r.group) ": " (r.g9320) " G9320" } }
                 rect x=(x) y=(height - h18 - h20 - h19) width=(bar) height=(h19) fill="#e53e3e" { title { (r.group) ": " (r.g9319) " G9319" } }
-                text x=(x + bar / 2.0) y=(height + 14.0) font-size="10" text-anchor="middle" { (r.group.chars().take(12).collect::<String>()) }
-                text x=(x + bar / 2.0) y=(height + 28.0) font-size="10" text-anchor="middle" { (format!("{:.0}%", r.conformance_rate * 100.0)) }
+                text x=(x + bar / 2.0) y=(height + 14.0) font-size="11" text-anchor="middle" { (r.group.chars().take(12).collect::<String>()) }
+                text x=(x + bar / 2.0) y=(height + 28.0) font-size="11" text-anchor="middle" { (r.conformance_rate.map(|rate| format!("{:.0}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) }
             }
         }
     }
@@ -458,10 +505,18 @@ pub async fn report(
             button type="submit" { "Show" }
             a href={"/report.csv?from=" (from) "&to=" (to) "&by=" (by)} { "Download CSV" }
         }
-        div.card { (chart(&rows)) p.muted { "Green: G9318 named per standard · amber: G9320 reason documented · red: G9319 reason missing; percentage: conformance rate." } }
+        div.card {
+            (chart(&rows))
+            p.legend.muted {
+                span style="background:#38a169" {} "G9318 named per standard"
+                span style="background:#d69e2e" {} "G9320 reason documented"
+                span style="background:#e53e3e" {} "G9319 reason missing"
+            }
+            p.muted { "Conformance: G9318 / (G9318 + G9319). Studies with a documented reason (G9320) are exceptions and leave the denominator, as in the quality measure that defined the codes." }
+        }
         table #report {
-            thead { tr { th { (by) } th.num { "G9318" } th.num { "G9319" } th.num { "G9320" } th.num { "Total" } th.num { "Conformance" } } }
-            tbody { @for r in &rows { tr { td { (r.group) } td.num { (r.g9318) } td.num { (r.g9319) } td.num { (r.g9320) } td.num { (r.total) } td.num { (format!("{:.1}%", r.conformance_rate * 100.0)) } } } }
+            thead { tr { th { (match by.as_str() { "station" => "Station", "physician" => "Documented by", _ => "Month" }) } th.num { "G9318" } th.num { "G9319" } th.num { "G9320" } th.num { "Total" } th.num { "Conformance" } } }
+            tbody { @for r in &rows { tr style=(if r.group == "total" { "font-weight:600" } else { "" }) { td { (r.group) } td.num { (r.g9318) } td.num { (r.g9319) } td.num { (r.g9320) } td.num { (r.total) } td.num { (r.conformance_rate.map(|rate| format!("{:.1}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) } } } }
         }
     };
     page("Report", Some(&caller), body).into_response()
@@ -486,9 +541,13 @@ pub async fn report_csv(
         } else {
             r.group.clone()
         };
+        let rate = r
+            .conformance_rate
+            .map(|rate| format!("{rate:.3}"))
+            .unwrap_or_default();
         csv.push_str(&format!(
-            "{group},{},{},{},{},{:.3}\n",
-            r.g9318, r.g9319, r.g9320, r.total, r.conformance_rate
+            "{group},{},{},{},{},{rate}\n",
+            r.g9318, r.g9319, r.g9320, r.total
         ));
     }
     (

@@ -526,8 +526,9 @@ pub struct ReportRow {
     pub g9319: u64,
     pub g9320: u64,
     pub total: u64,
-    /// G9318 / total, 0..=1.
-    pub conformance_rate: f64,
+    /// G9318 / (G9318 + G9319), 0..=1: studies with a documented reason (G9320) are
+    /// denominator exceptions. `None` when there is no G9318 or G9319 study.
+    pub conformance_rate: Option<f64>,
 }
 
 /// Counts G9318, G9319 and G9320 for studies first received in `from ..= to` (dates
@@ -579,11 +580,9 @@ pub fn report(
     let mut rows: Vec<ReportRow> = groups.into_values().collect();
     rows.push(total);
     for row in &mut rows {
-        row.conformance_rate = if row.total == 0 {
-            0.0
-        } else {
-            (row.g9318 as f64 / row.total as f64 * 1000.0).round() / 1000.0
-        };
+        let denominator = row.g9318 + row.g9319;
+        row.conformance_rate = (denominator > 0)
+            .then(|| (row.g9318 as f64 / denominator as f64 * 1000.0).round() / 1000.0);
     }
     Ok(rows)
 }

@@ -158,7 +158,8 @@ fn studies_are_judged_as_they_arrive_and_a_documented_reason_is_counted() {
         ),
         (Some(1), Some(0), Some(1))
     );
-    assert_eq!(total["conformance_rate"], 0.5);
+    // G9320 studies are denominator exceptions: 1 / (1 + 0).
+    assert_eq!(total["conformance_rate"], 1.0);
     let by_physician = json(
         &app,
         &[
