@@ -480,3 +480,49 @@ fn without_users_the_pages_are_read_only() {
         .expect("post");
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn an_api_token_works_as_bearer_credentials() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["user", "add", "robot", "--role", "viewer", "--api-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("simgate user add");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert_success(&output, "simgate user add --api-token");
+    let token = String::from_utf8_lossy(&output.stderr)
+        .rsplit(": ")
+        .next()
+        .expect("token")
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let app = App::spawn_full(
+        "",
+        "",
+        "",
+        &String::from_utf8(output.stdout).expect("utf-8"),
+    );
+    let http = client();
+    let ok = http
+        .get(url(&app, "/api/queue"))
+        .bearer_auth(&token)
+        .send()
+        .expect("request");
+    assert_eq!(ok.status(), StatusCode::OK);
+    let wrong = http
+        .get(url(&app, "/api/queue"))
+        .bearer_auth("0".repeat(64))
+        .send()
+        .expect("request");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+}
