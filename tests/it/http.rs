@@ -1,24 +1,25 @@
 //! The JSON API, pages' escaping, CSRF, /metrics and /healthz, with a real HTTP client against
 //! a spawned gateway.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use simgate::synth::{self, StudySpec};
+use simgate::synth::StudySpec;
 
 use crate::support::{App, assert_success};
 
 const PASSWORD: &str = "correct horse battery";
 
-/// A `[[http.users]]` block made by `simgate user add`.
-fn user(name: &str, role: &str) -> String {
+/// Runs `simgate user add` with the test password on stdin; returns (stdout, stderr).
+fn user_add(args: &[&str]) -> (String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
-        .args(["user", "add", name, "--role", role])
+        .args(["user", "add"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("simgate user add");
     use std::io::Write;
@@ -30,7 +31,15 @@ fn user(name: &str, role: &str) -> String {
         .expect("write");
     let output = child.wait_with_output().expect("wait");
     assert_success(&output, "simgate user add");
-    String::from_utf8(output.stdout).expect("utf-8")
+    (
+        String::from_utf8(output.stdout).expect("utf-8"),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A `[[http.users]]` block made by `simgate user add`.
+fn user(name: &str, role: &str) -> String {
+    user_add(&[name, "--role", role]).0
 }
 
 fn gateway() -> App {
@@ -55,11 +64,7 @@ fn url(app: &App, path: &str) -> String {
 }
 
 fn send(app: &App, spec: &StudySpec) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let study = synth::write_study(spec, dir.path()).expect("generate");
-    let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
-    assert_success(&app.storescu(&paths), "storescu");
-    study.study_instance_uid
+    app.send_study(spec)
 }
 
 fn site_study(seed: u64) -> StudySpec {
@@ -483,35 +488,15 @@ fn without_users_the_pages_are_read_only() {
 
 #[test]
 fn an_api_token_works_as_bearer_credentials() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_simgate"))
-        .args(["user", "add", "robot", "--role", "viewer", "--api-token"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("simgate user add");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("wait");
-    assert_success(&output, "simgate user add --api-token");
-    let token = String::from_utf8_lossy(&output.stderr)
+    let (entry, stderr) = user_add(&["robot", "--role", "viewer", "--api-token"]);
+    let token = stderr
         .rsplit(": ")
         .next()
         .expect("token")
         .trim()
         .to_string();
     assert_eq!(token.len(), 64, "{token}");
-    let app = App::spawn_full(
-        "",
-        "",
-        "",
-        &String::from_utf8(output.stdout).expect("utf-8"),
-    );
+    let app = App::spawn_full("", "", "", &entry);
     let http = client();
     let ok = http
         .get(url(&app, "/api/queue"))

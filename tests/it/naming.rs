@@ -1,19 +1,13 @@
 //! Naming verdicts end to end: studies sent with storescu are judged as they arrive, a reason
 //! is documented with the CLI, and the report counts them.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
-use simgate::synth::{self, StudySpec};
+use simgate::synth::StudySpec;
 
 use crate::support::{App, assert_success};
 
 fn send(app: &App, spec: &StudySpec) -> String {
-    let source = tempfile::tempdir().expect("tempdir");
-    let study = synth::write_study(spec, source.path()).expect("generate");
-    let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
-    assert_success(&app.storescu(&paths), "storescu");
-    study.study_instance_uid
+    app.send_study(spec)
 }
 
 fn json(app: &App, args: &[&str]) -> Value {

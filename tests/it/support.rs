@@ -204,6 +204,15 @@ impl App {
         self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
     }
 
+    /// Generates a study from `spec`, sends it with storescu, returns its Study Instance UID.
+    pub fn send_study(&self, spec: &simgate::synth::StudySpec) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let study = simgate::synth::write_study(spec, dir.path()).expect("generate");
+        let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
+        assert_success(&self.storescu(&paths), "storescu");
+        study.study_instance_uid
+    }
+
     pub fn storescu(&self, files: &[PathBuf]) -> Output {
         self.storescu_as("CTSIM", files, &[])
     }
