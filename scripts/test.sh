@@ -13,6 +13,9 @@ done
 # tests/it/browser.rs starts these exact paths (Debian's packages).
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_packages+=(chromium-driver)
+# The WebDriver client (fantoccini) links the system OpenSSL.
+command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_packages+=(libssl-dev)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "==> installing ${need_packages[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
