@@ -413,3 +413,44 @@ fn spool_files_are_deleted_after_retention_only_once_every_destination_has_them(
         "index rows stay"
     );
 }
+
+/// A 128 MiB instance (an 8192 x 8192 16-bit slice, the size class of a large RT Dose or a
+/// multi-frame object) is received, stored, indexed and forwarded without the gateway's memory
+/// growing with it: data PDVs stream to the file, and the forwarder streams the file.
+#[test]
+fn a_large_instance_streams_through_with_bounded_memory() {
+    let tps = Storescp::start("TPS");
+    let app = gateway(&destination("tps", "TPS", tps.port), "");
+    let mut spec = StudySpec::planning_ct(1, 309);
+    spec.with_rt_objects = false;
+    spec.rows = 8192;
+    spec.columns = 8192;
+    let (_dir, study) = generate(&spec);
+    let size = std::fs::metadata(&study.files[0].path).expect("size").len();
+    assert!(size > 128 * 1024 * 1024, "{size}");
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    tps.wait_for(1);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 1));
+    let sent = stored(&app);
+    let received = tps.datasets();
+    assert_eq!(
+        received.get(&study.files[0].sop_instance_uid),
+        sent.get(&study.files[0].sop_instance_uid)
+    );
+    assert_eq!(
+        sent[&study.files[0].sop_instance_uid],
+        dataset_bytes(&study.files[0].path)
+    );
+    let peak = app.peak_rss_bytes();
+    eprintln!(
+        "peak memory {} MiB for a {} MiB instance",
+        peak >> 20,
+        size >> 20
+    );
+    assert!(
+        peak < 64 * 1024 * 1024,
+        "peak memory {} MiB for a {} MiB instance",
+        peak >> 20,
+        size >> 20
+    );
+}
