@@ -129,6 +129,8 @@ impl Forwarder {
         let mut open: Option<Open> = None;
         let mut known: BTreeSet<(String, String)> = BTreeSet::new();
         let mut transient_failures = 0u32;
+        // When the association last carried an instance: the idle release counts from here.
+        let mut last_send = tokio::time::Instant::now();
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -147,7 +149,8 @@ impl Forwarder {
                 }
             };
             if items.is_empty() {
-                self.idle(&mut open).await;
+                self.idle(&mut open, last_send + self.settings.idle_release)
+                    .await;
                 continue;
             }
             for item in &items {
@@ -157,6 +160,7 @@ impl Forwarder {
             for item in &items {
                 remaining.retain(|id| *id != item.id);
                 let result = self.send(&mut open, &known, item).await;
+                last_send = tokio::time::Instant::now();
                 let now = now_rfc3339();
                 let attempt = match &result {
                     Ok((status, comment)) => {
@@ -281,8 +285,8 @@ impl Forwarder {
     }
 
     /// Nothing due: wait for new rows, the next due time, or the idle release.
-    async fn idle(&mut self, open: &mut Option<Open>) {
-        let idle_release = tokio::time::sleep(self.settings.idle_release);
+    async fn idle(&mut self, open: &mut Option<Open>, release_at: tokio::time::Instant) {
+        let idle_release = tokio::time::sleep_until(release_at);
         tokio::pin!(idle_release);
         let poll = tokio::time::sleep(POLL);
         tokio::pin!(poll);

@@ -110,6 +110,13 @@ fn a_planning_study_reaches_the_tps_byte_identical_and_in_order() {
     );
     tps.wait_for(203);
     wait_queue(&app, "tps", "drain", |q| drained(q, 203));
+    // One association carried (nearly) everything, and it is released once idle.
+    app.wait_for_log("idle: releasing the association");
+    let associations = app.log().matches("requesting association").count();
+    assert!(
+        associations <= 3,
+        "{associations} associations for 203 instances"
+    );
 
     let received = tps.datasets();
     let sent = stored(&app);
