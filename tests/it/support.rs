@@ -294,6 +294,11 @@ pub fn dataset_bytes(path: &Path) -> Vec<u8> {
         "{} is not Part-10",
         path.display()
     );
+    dataset_of(&bytes)
+}
+
+/// The data set bytes of a Part-10 file already read.
+pub fn dataset_of(bytes: &[u8]) -> Vec<u8> {
     // (0002,0000) UL group length, explicit VR little endian: tag 4, VR 2, length 2, value 4.
     assert_eq!(&bytes[132..138], &[0x02, 0x00, 0x00, 0x00, b'U', b'L']);
     let group_length =
@@ -430,18 +435,22 @@ impl Storescp {
         }
     }
 
-    /// Data set bytes received, by SOP Instance UID.
+    /// Data set bytes received, by SOP Instance UID. Files that cannot be read completely are
+    /// left out: storescp writes an instance as it arrives (+B) and deletes it when the sender
+    /// dies mid-transfer, so a listing can catch one half-written or just deleted.
     pub fn datasets(&self) -> std::collections::HashMap<String, Vec<u8>> {
         self.files()
             .into_iter()
-            .map(|path| {
-                let object = dicom_object::open_file(&path).expect("received file");
+            .filter_map(|path| {
+                // Read once, then parse what was read: the file may vanish meanwhile.
+                let bytes = std::fs::read(&path).ok()?;
+                let object = dicom_object::from_reader(bytes.get(128..)?).ok()?;
                 let sop = object
                     .meta()
                     .media_storage_sop_instance_uid()
                     .trim_end_matches('\0')
                     .to_string();
-                (sop, dataset_bytes(&path))
+                Some((sop, dataset_of(&bytes)))
             })
             .collect()
     }
