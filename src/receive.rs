@@ -189,6 +189,16 @@ impl InstanceReceiver {
 
     /// The last Data PDV has arrived: check, store, index, and say how it went.
     pub async fn finish(mut self) -> StoreResult {
+        let result = self.complete().await;
+        if !result.status.is_success() {
+            // A refused instance leaves no partial file behind by the time it is answered.
+            let sink = self.settle().await.ok().flatten();
+            let _ = tokio::task::spawn_blocking(move || drop(sink)).await;
+        }
+        result
+    }
+
+    async fn complete(&mut self) -> StoreResult {
         let bytes = self.bytes;
         let received_at = std::time::Instant::now();
         if let Some(why) = self.refused.take() {
