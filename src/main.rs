@@ -16,8 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway: the DICOM listener (C-ECHO, C-STORE) until SIGTERM or Ctrl-C.
-    /// SIGHUP re-reads allowed_calling_ae_titles, allowed_peer_addresses and reserve_free_bytes.
+    /// Run the gateway (DICOM listener, forwarders, web pages) until SIGTERM or Ctrl-C. SIGHUP
+    /// re-reads the allow-lists, reserve_free_bytes and the naming rules.
     Serve {
         /// Configuration file (see config/simgate.toml).
         #[arg(long, short, default_value = "config/simgate.toml")]
@@ -77,6 +77,7 @@ enum Command {
         by: String,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
+        /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +85,7 @@ enum Command {
     Queue {
         #[command(subcommand)]
         action: Option<QueueCommand>,
+        /// Only this destination (a name from [[destinations]]).
         #[arg(long)]
         destination: Option<String>,
         /// Only rows in this state (pending, in-flight, sent, dead) in the per-study list.
@@ -91,6 +93,7 @@ enum Command {
         state: Option<String>,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
+        /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -123,8 +126,10 @@ enum Command {
         by: String,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
+        /// Print one JSON document instead of text.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV instead of a table.
         #[arg(long)]
         csv: bool,
     },
@@ -152,6 +157,7 @@ enum QueueCommand {
         study: Option<String>,
         #[arg(long)]
         dead: bool,
+        /// Only this destination (a name from [[destinations]]).
         #[arg(long)]
         destination: Option<String>,
         #[arg(long, short, default_value = "config/simgate.toml")]
@@ -173,6 +179,7 @@ enum NomenclatureCommand {
     Sources {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
+        /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -200,6 +207,7 @@ enum NomenclatureCommand {
         calling_ae_title: Option<String>,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
+        /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
