@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::config::Config;
 use crate::naming::StudyStatus;
 use crate::store::naming::{self as naming_store, StudyListing};
-use crate::store::{self, StoreError, StudyDetail, StudySummary};
+use crate::store::{self, StoreError, StudyDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -125,7 +125,7 @@ pub fn studies(
                     "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
                     format!("{} {}", s.hcpcs, s.status),
                     waiting(s, now).map(human_duration).unwrap_or_default(),
-                    clip(&listing_patient(s), 20),
+                    clip(&patient(&s.patient_name, &s.patient_id), 20),
                     s.study_date,
                     clip(&s.station_names.join(","), 10),
                     clip(&s.study_description, 28),
@@ -182,19 +182,12 @@ fn joined(items: &serde_json::Value, key: &str, detail: &str) -> String {
         .unwrap_or_default()
 }
 
-fn listing_patient(s: &StudyListing) -> String {
-    match (s.patient_name.is_empty(), s.patient_id.is_empty()) {
-        (false, false) => format!("{} ({})", s.patient_name, s.patient_id),
-        (false, true) => s.patient_name.clone(),
-        _ => s.patient_id.clone(),
-    }
-}
-
-fn patient(s: &StudySummary) -> String {
-    match (s.patient_name.is_empty(), s.patient_id.is_empty()) {
-        (false, false) => format!("{} ({})", s.patient_name, s.patient_id),
-        (false, true) => s.patient_name.clone(),
-        _ => s.patient_id.clone(),
+/// "NAME (ID)", or whichever of the two is present.
+fn patient(name: &str, id: &str) -> String {
+    match (name.is_empty(), id.is_empty()) {
+        (false, false) => format!("{name} ({id})"),
+        (false, true) => name.to_string(),
+        _ => id.to_string(),
     }
 }
 
@@ -229,7 +222,11 @@ pub fn study(
 fn write_study_detail(out: &mut impl Write, d: &StudyDetail) -> std::io::Result<()> {
     let s = &d.summary;
     writeln!(out, "Study Instance UID   {}", s.study_instance_uid)?;
-    writeln!(out, "Patient              {}", patient(s))?;
+    writeln!(
+        out,
+        "Patient              {}",
+        patient(&s.patient_name, &s.patient_id)
+    )?;
     writeln!(
         out,
         "Study date/time      {} {}",

@@ -97,18 +97,25 @@ impl From<StoreError> for HttpError {
     }
 }
 
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl HttpError {
+    /// The HTTP status of this error; internal errors are logged here, once.
+    pub fn status(&self) -> StatusCode {
+        match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
-            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if let HttpError::Internal(why) = &self {
-            tracing::error!(cause = %why, "HTTP request failed");
+            HttpError::Internal(why) => {
+                tracing::error!(cause = %why, "HTTP request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         let mut response = (
             status,
             axum::Json(serde_json::json!({ "error": self.to_string() })),

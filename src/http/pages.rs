@@ -92,13 +92,7 @@ fn urlencode(text: &str) -> String {
 }
 
 fn error_page(caller: Option<&Caller>, error: HttpError) -> Response {
-    let status = match &error {
-        HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
-        HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
-        HttpError::NotFound(_) => StatusCode::NOT_FOUND,
-        HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let status = error.status();
     let body = html! { h1 { "Cannot do that" } div.error { (error.to_string()) } p { a href="/worklist" { "Back to the worklist" } } };
     (status, page("Error", caller, body)).into_response()
 }

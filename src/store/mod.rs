@@ -230,15 +230,6 @@ fn study_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<StudySummary> {
     })
 }
 
-/// Received studies, most recently received first.
-pub fn list_studies(conn: &Connection) -> Result<Vec<StudySummary>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "{STUDY_SUMMARY_SQL} ORDER BY s.last_received_at DESC"
-    ))?;
-    let rows = stmt.query_map([], study_summary)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 pub fn study_detail(
     conn: &Connection,
     study_instance_uid: &str,
@@ -314,7 +305,8 @@ pub fn study_detail(
     }))
 }
 
-/// One stored instance, as tests and tools look it up.
+/// One stored instance, as the tests look it up.
+#[cfg(test)]
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceRow {
     pub sop_instance_uid: String,
@@ -326,6 +318,7 @@ pub struct InstanceRow {
     pub file_size: i64,
 }
 
+#[cfg(test)]
 pub fn instances(conn: &Connection) -> Result<Vec<InstanceRow>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT sop_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
