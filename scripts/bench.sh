@@ -203,13 +203,10 @@ finish_leg() { # received_dir
     sync
 }
 
-run_simgate() { # durability rep senders
-    local durability=$1 rep=$2 senders=$3
-    local leg_dir="$RUN_ROOT/simgate-$durability-x$senders-r$rep"
-    local storage="$leg_dir/storage"
-    mkdir -p "$storage"
-    local port
-    port=$(free_port)
+# Writes leg_dir/simgate.toml (HTTP off, the given port, storage and durability, then any extra
+# TOML), starts simgate with it in the background (SERVER_PID) and waits until it answers C-ECHO.
+start_simgate() { # leg_dir port storage durability [extra_toml]
+    local leg_dir=$1 port=$2 storage=$3 durability=$4 extra=${5:-}
     cat >"$leg_dir/simgate.toml" <<EOF
 [http]
 bind = "off"
@@ -222,10 +219,21 @@ bind = "127.0.0.1:$port"
 dir = "$storage"
 durability = "$durability"
 reserve_free_bytes = "0 B"
+$extra
 EOF
     "$SIMGATE_BIN" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
     SERVER_PID=$!
     wait_for_echo SIMGATE "$port" "$SERVER_PID" "$leg_dir/simgate.log"
+}
+
+run_simgate() { # durability rep senders
+    local durability=$1 rep=$2 senders=$3
+    local leg_dir="$RUN_ROOT/simgate-$durability-x$senders-r$rep"
+    local storage="$leg_dir/storage"
+    mkdir -p "$storage"
+    local port
+    port=$(free_port)
+    start_simgate "$leg_dir" "$port" "$storage" "$durability"
 
     send_all SIMGATE "$port" "$senders" "$leg_dir"
     # simgate answers success only once an instance is stored, so the files are there already.
@@ -278,27 +286,11 @@ run_proxy() { # rep
     TCP_NODELAY=1 storescp --fork -od "$sink" +xa -pm -aet SINK "$sink_port" >"$leg_dir/storescp.log" 2>&1 &
     local sink_pid=$!
     wait_for_echo SINK "$sink_port" "$sink_pid" "$leg_dir/storescp.log"
-    cat >"$leg_dir/simgate.toml" <<EOF
-[http]
-bind = "off"
-
-[listener]
-ae_title = "SIMGATE"
-bind = "127.0.0.1:$port"
-
-[storage]
-dir = "$storage"
-durability = "fsync"
-reserve_free_bytes = "0 B"
-
+    start_simgate "$leg_dir" "$port" "$storage" fsync "
 [[destinations]]
-name = "sink"
-ae_title = "SINK"
-address = "127.0.0.1:$sink_port"
-EOF
-    "$SIMGATE_BIN" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
-    SERVER_PID=$!
-    wait_for_echo SIMGATE "$port" "$SERVER_PID" "$leg_dir/simgate.log"
+name = \"sink\"
+ae_title = \"SINK\"
+address = \"127.0.0.1:$sink_port\""
 
     local start upload_end last
     start=$(now)
