@@ -263,18 +263,11 @@ impl Forwarder {
 
     /// Exponential backoff with jitter: initial * multiplier^n, capped, +-20%.
     fn backoff(&self, failures: u32) -> Duration {
-        let base = self.settings.initial_backoff.as_secs_f64()
-            * self
-                .settings
-                .backoff_multiplier
-                .powi(failures.min(30) as i32);
-        let capped = base.min(self.settings.max_backoff.as_secs_f64());
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let jitter = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
-        Duration::from_secs_f64(capped * jitter)
+        backoff_delay(&self.settings, failures, f64::from(nanos % 1000) / 1000.0)
     }
 
     async fn pause(&self, delay: Duration) {
@@ -461,6 +454,14 @@ impl Forwarder {
             next_message_id: 1,
         })
     }
+}
+
+/// initial * multiplier^failures, capped at max, scaled by 0.8 ..= 1.2 (`jitter` in 0 ..= 1).
+fn backoff_delay(settings: &ForwardConfig, failures: u32, jitter: f64) -> Duration {
+    let base = settings.initial_backoff.as_secs_f64()
+        * settings.backoff_multiplier.powi(failures.min(30) as i32);
+    let capped = base.min(settings.max_backoff.as_secs_f64());
+    Duration::from_secs_f64(capped * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
 }
 
 /// The presentation context to send an item on: its own transfer syntax first, else an
@@ -694,4 +695,66 @@ pub async fn start(
         tracker.spawn(forwarder.run());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_is_capped_and_jittered() {
+        let settings = ForwardConfig {
+            initial_backoff: Duration::from_secs(2),
+            backoff_multiplier: 2.0,
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 5,
+            idle_release: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(120),
+            max_pdu_length: 131_072,
+        };
+        let secs = |failures, jitter| backoff_delay(&settings, failures, jitter).as_secs_f64();
+        assert_eq!(secs(0, 0.5), 2.0);
+        assert_eq!(secs(3, 0.5), 16.0);
+        assert_eq!(secs(20, 0.5), 300.0, "capped at max_backoff");
+        assert_eq!(secs(1000, 0.5), 300.0, "no overflow");
+        assert!((secs(3, 0.0) - 12.8).abs() < 1e-9, "-20%");
+        assert!((secs(3, 1.0) - 19.2).abs() < 1e-9, "+20%");
+    }
+
+    #[test]
+    fn transient_and_permanent_failures_are_told_apart() {
+        let refused = |status| ForwardError::Refused {
+            status: Status(status),
+            comment: None,
+        };
+        assert!(refused(0xA700).is_transient());
+        assert!(refused(0xA7FF).is_transient());
+        for permanent in [0x0122, 0xA900, 0xC000, 0xC123] {
+            assert!(!refused(permanent).is_transient(), "0x{permanent:04X}");
+        }
+        assert!(ForwardError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(ForwardError::Aborted.is_transient());
+        assert!(
+            ForwardError::Rejected {
+                transient: true,
+                detail: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ForwardError::Rejected {
+                transient: false,
+                detail: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ForwardError::NoPresentationContext {
+                sop_class_uid: "1.2".into(),
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into()
+            }
+            .is_transient()
+        );
+    }
 }

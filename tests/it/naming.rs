@@ -241,4 +241,20 @@ fn a_study_named_by_code_conforms_and_an_import_plus_recheck_changes_a_verdict()
     assert_eq!(check["status"], "needs-reason");
     assert_eq!(check["rt_planning"], true);
     assert_eq!(check["series"][0]["kind"], "4dct-phase");
+
+    // The running gateway still judges new studies by the rules it loaded at start...
+    let mut before = StudySpec::planning_ct(2, 203);
+    before.study_description = "BREAST SIM LOCAL".into();
+    before.with_rt_objects = false;
+    let before_uid = send(&app, &before);
+    // ... until SIGHUP makes it load the imported playbook too.
+    app.signal("HUP");
+    app.wait_for_log("configuration reloaded");
+    let mut after = StudySpec::planning_ct(2, 204);
+    after.study_description = "BREAST SIM LOCAL".into();
+    after.with_rt_objects = false;
+    let after_uid = send(&app, &after);
+    let all = json(&app, &["studies", "--json"]);
+    assert_eq!(study(&all, &before_uid)["status"], "needs-reason");
+    assert_eq!(study(&all, &after_uid)["status"], "conforming");
 }
