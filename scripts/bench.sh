@@ -84,7 +84,7 @@ build() {
     if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
         log "BENCH_SKIP_BUILD=1: using $SIMGATE_BIN and $SIMGATE_GEN_BIN as built"
     else
-        cargo build --release --bins
+        cargo build --release --workspace --bins
     fi
 }
 

@@ -26,6 +26,6 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
-cargo test --locked -- --test-threads="${SIMGATE_TEST_THREADS:-4}"
+cargo test --workspace --locked -- --test-threads="${SIMGATE_TEST_THREADS:-4}"

@@ -1,25 +1,65 @@
-//! The read-only commands behind `simgate studies` and `simgate study`: query the index and
-//! print a table or one JSON document with stable field names.
+//! The commands of `simgate` besides `serve`: reads query the index and print a table, CSV
+//! or one JSON document with stable field names; writes are [`Service`] calls, the same
+//! operations the web side makes, run here on a writer thread of this process.
 
+use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::naming::StudyStatus;
-use crate::store::naming::{self as naming_store, StudyListing};
-use crate::store::{self, StoreError, StudyDetail};
+use crate::naming::report::{self, ReportGrouping};
+use crate::service::{Author, ReasonRequest, RetryRequest, Service, ServiceError};
+use crate::store::queue::{DestinationQueue, QueueState};
+use crate::store::studies::{
+    EvidenceRow, FindingRow, StudyDetail, StudyQuery, StudyRow, SuggestionRow,
+};
+use crate::store::{self, IndexHandle, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Rules(#[from] crate::service::rules::RulesLoadError),
     #[error("no study with Study Instance UID {0}")]
     UnknownStudy(String),
+    #[error("cannot start the index writer")]
+    Writer(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[from] std::io::Error),
     #[error("cannot encode JSON")]
     Json(#[from] serde_json::Error),
     #[error("cannot write CSV")]
     Csv(#[from] csv::Error),
+}
+
+/// Runs write operations through a [`Service`] on this database, as the gateway would.
+fn with_service<T, F, Fut>(config: &Config, store: Store, work: F) -> Result<T, CliError>
+where
+    F: FnOnce(Service) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let naming = crate::service::rules::load(&config.naming, &store.db())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(CliError::Writer)?;
+    let (index, writer) =
+        IndexHandle::spawn(store, 16, watch::channel(0).0).map_err(CliError::Writer)?;
+    let (_naming, naming_rules) = watch::channel(Arc::new(naming));
+    let service = Service::new(index, Arc::new(config.clone()), naming_rules);
+    let result = runtime.block_on(work(service));
+    // The service is gone with the future: the writer finishes and stops.
+    let _ = writer.join();
+    Ok(result)
+}
+
+fn existing_store(config: &Config) -> Result<Store, StoreError> {
+    store::open_existing(&config.storage.database_path())
 }
 
 /// Output format of listing commands.
@@ -38,8 +78,12 @@ pub fn studies(
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let studies = naming_store::list_by_status(&conn, status, since)?;
+    let query = StudyQuery {
+        status,
+        since: since.map(str::to_string),
+        ..StudyQuery::default()
+    };
+    let studies = existing_store(config)?.db().studies(&query)?;
     let now = std::time::SystemTime::now();
     match format {
         Format::Json => {
@@ -78,8 +122,8 @@ pub fn studies(
             for s in &studies {
                 csv.write_record([
                     s.study_instance_uid.clone(),
-                    s.status.clone(),
-                    s.hcpcs.clone(),
+                    status_text(s.status).to_string(),
+                    s.hcpcs.to_string(),
                     waiting(s, now)
                         .map(|d| d.as_secs().to_string())
                         .unwrap_or_default(),
@@ -89,10 +133,10 @@ pub fn studies(
                     s.station_names.join("; "),
                     s.study_description.clone(),
                     s.series_descriptions.join("; "),
-                    joined(&s.findings, "code", "subject"),
-                    joined(&s.suggestions, "code", "name"),
+                    findings_text(&s.items.findings),
+                    suggestions_text(&s.items.suggestions),
                     s.rt_planning.to_string(),
-                    joined(&s.evidence, "kind", "detail"),
+                    evidence_text(&s.items.evidence),
                     s.reason_code.clone().unwrap_or_default(),
                     s.documented_by.clone().unwrap_or_default(),
                     s.documented_at.clone().unwrap_or_default(),
@@ -118,12 +162,12 @@ pub fn studies(
                 "STUDY INSTANCE UID"
             )?;
             for s in &studies {
-                let findings = joined(&s.findings, "code", "subject");
-                let suggestions = joined(&s.suggestions, "code", "name");
+                let findings = findings_text(&s.items.findings);
+                let suggestions = suggestions_text(&s.items.suggestions);
                 writeln!(
                     out,
                     "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
-                    format!("{} {}", s.hcpcs, s.status),
+                    format!("{} {}", s.hcpcs, status_text(s.status)),
                     waiting(s, now).map(human_duration).unwrap_or_default(),
                     clip(&patient(&s.patient_name, &s.patient_id), 20),
                     s.study_date,
@@ -145,12 +189,13 @@ pub fn studies(
 }
 
 /// How long a study has waited for a documented reason (only while it needs one).
-fn waiting(s: &StudyListing, now: std::time::SystemTime) -> Option<std::time::Duration> {
-    if s.status != "needs-reason" {
-        return None;
-    }
-    let since = humantime::parse_rfc3339_weak(s.needs_reason_since.as_deref()?).ok()?;
+fn waiting(s: &StudyRow, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let since = humantime::parse_rfc3339_weak(s.waiting_since()?).ok()?;
     now.duration_since(since).ok()
+}
+
+fn status_text(status: Option<StudyStatus>) -> &'static str {
+    status.map(StudyStatus::as_str).unwrap_or("")
 }
 
 fn human_duration(d: std::time::Duration) -> String {
@@ -162,24 +207,42 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-/// `code: subject; code: subject` from a JSON array of objects.
-fn joined(items: &serde_json::Value, key: &str, detail: &str) -> String {
+/// `key: detail; key: detail`, or `key` alone where the detail is empty.
+fn joined<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     items
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| {
-                    let key = item[key].as_str().unwrap_or_default();
-                    match item[detail].as_str() {
-                        Some(d) if !d.is_empty() => format!("{key}: {d}"),
-                        _ => key.to_string(),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
+        .map(|(key, detail)| {
+            if detail.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}: {detail}")
+            }
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn findings_text(findings: &[FindingRow]) -> String {
+    joined(
+        findings
+            .iter()
+            .map(|f| (f.code.as_str(), f.subject.as_str())),
+    )
+}
+
+fn suggestions_text(suggestions: &[SuggestionRow]) -> String {
+    joined(
+        suggestions
+            .iter()
+            .map(|s| (s.code.as_str(), s.name.as_str())),
+    )
+}
+
+fn evidence_text(evidence: &[EvidenceRow]) -> String {
+    joined(
+        evidence
+            .iter()
+            .map(|e| (e.kind.as_str(), e.detail.as_str())),
+    )
 }
 
 /// "NAME (ID)", or whichever of the two is present.
@@ -207,8 +270,9 @@ pub fn study(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let detail = store::study_detail(&conn, study_instance_uid)?
+    let detail = existing_store(config)?
+        .db()
+        .study_detail(study_instance_uid)?
         .ok_or_else(|| CliError::UnknownStudy(study_instance_uid.to_string()))?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &detail)?;
@@ -267,7 +331,7 @@ fn write_study_detail(out: &mut impl Write, d: &StudyDetail) -> std::io::Result<
             series.instance_count,
             series.bytes,
             if series.kind.is_empty() {
-                series.verdict.as_str()
+                series.verdict.map(|v| v.as_str()).unwrap_or("")
             } else {
                 series.kind.as_str()
             },
@@ -283,33 +347,30 @@ pub fn nomenclature_import(
     file: &std::path::Path,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    use crate::store::verdicts::ImportOutcome;
     let started = std::time::Instant::now();
-    let read = crate::rules::read_playbook(file)?;
-    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let outcome = naming_store::import_source(
-        &mut conn,
-        read.playbook.format.as_str(),
-        &read.file_name,
-        &read.sha256,
+    let read = crate::service::rules::read_playbook(file)?;
+    let (file_name, format, rows, names) = (
+        read.file_name.clone(),
+        read.playbook.format,
         read.playbook.rows,
-        &read.playbook.names,
-        &crate::receive::now_rfc3339(),
-    )?;
+        read.playbook.names.len(),
+    );
+    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let outcome = with_service(config, store, async move |service| {
+        service.import_playbook(&Author::operator(), read).await
+    })??;
     let elapsed = started.elapsed();
     match outcome {
-        naming_store::ImportOutcome::Unchanged { imported_at } => writeln!(
+        ImportOutcome::Unchanged { imported_at } => writeln!(
             out,
-            "{} is already imported (since {imported_at}, same SHA-256); nothing changed.",
-            read.file_name
+            "{file_name} is already imported (since {imported_at}, same SHA-256); nothing changed."
         )?,
-        naming_store::ImportOutcome::Imported { replaced } => {
+        ImportOutcome::Imported { replaced } => {
             writeln!(
                 out,
-                "Imported {} ({}): {} rows, {} standard names, in {} ms.",
-                read.file_name,
-                read.playbook.format.as_str(),
-                read.playbook.rows,
-                read.playbook.names.len(),
+                "Imported {file_name} ({}): {rows} rows, {names} standard names, in {} ms.",
+                format.as_str(),
                 elapsed.as_millis()
             )?;
             if !replaced.is_empty() {
@@ -330,8 +391,7 @@ pub fn nomenclature_sources(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let sources = naming_store::sources(&conn)?;
+    let sources = existing_store(config)?.db().sources()?;
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
@@ -362,10 +422,10 @@ pub fn nomenclature_sources(
 
 /// `simgate nomenclature recheck`.
 pub fn nomenclature_recheck(config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let naming = crate::rules::load(&config.naming, &conn)?;
-    let (studies, changed) =
-        naming_store::recheck_all(&mut conn, &naming, &crate::receive::now_rfc3339())?;
+    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let (studies, changed) = with_service(config, store, async move |service| {
+        service.recheck_all(service.naming()).await
+    })??;
     writeln!(
         out,
         "Re-evaluated {studies} studies; {changed} changed status. Documented reasons are kept."
@@ -391,8 +451,8 @@ pub fn nomenclature_check(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let conn = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let naming = crate::rules::load(&config.naming, &conn)?;
+    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
+    let naming = crate::service::rules::load(&config.naming, &store.db())?;
     let mut facts = crate::naming::StudyFacts {
         study_description: input.study_description.clone(),
         station_names: input.station.iter().cloned().collect(),
@@ -403,7 +463,7 @@ pub fn nomenclature_check(
         let (value, scheme) = code.split_once('^').ok_or_else(|| {
             anyhow::anyhow!("--code {code:?}: write VALUE^SCHEME, e.g. RPID16^RADLEX")
         })?;
-        facts.codes.push(crate::header::CodeItem {
+        facts.codes.push(crate::dicom::CodeItem {
             code_value: value.trim().into(),
             coding_scheme_designator: scheme.trim().into(),
             code_meaning: String::new(),
@@ -484,69 +544,50 @@ pub fn nomenclature_check(
     Ok(())
 }
 
-/// `simgate reason STUDY_UID --code CODE [--note TEXT] --by NAME`.
+/// `simgate reason STUDY_UID --code CODE [--note TEXT] [--by NAME]`: documented by a
+/// configured user (`--by`, or the operating-system user), validated and audited as on the
+/// web.
 pub fn reason(
     config: &Config,
-    study_instance_uid: &str,
-    code: &str,
-    note: &str,
-    by: &str,
+    request: ReasonRequest,
+    by: Option<&str>,
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let choice = config.naming.reason(code).ok_or_else(|| {
-        let codes: Vec<&str> = config
-            .naming
-            .reasons
-            .iter()
-            .map(|r| r.code.as_str())
-            .collect();
-        anyhow::anyhow!(
-            "unknown reason code {code:?}; the configured codes are: {}",
-            codes.join(", ")
-        )
+    let author = Author::for_cli(config, by)?;
+    let store = existing_store(config)?;
+    let recorded = with_service(config, store, async move |service| {
+        service.document_reason(&author, request).await
+    })?
+    .map_err(|e| match e {
+        ServiceError::NoteRequired { label } => {
+            anyhow::anyhow!("reason {label:?} needs a --note")
+        }
+        other => other.into(),
     })?;
-    if choice.note_required && note.trim().is_empty() {
-        anyhow::bail!("reason {code:?} ({}) needs a --note", choice.label);
-    }
-    if by.trim().is_empty() {
-        anyhow::bail!("--by must name who documents the reason");
-    }
-    let mut conn = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let naming = crate::rules::load(&config.naming, &conn)?;
-    let now = crate::receive::now_rfc3339();
-    let status = naming_store::document_reason(
-        &mut conn,
-        &naming,
-        study_instance_uid,
-        code,
-        note.trim(),
-        by.trim(),
-        &now,
-    )?
-    .ok_or_else(|| CliError::UnknownStudy(study_instance_uid.to_string()))?;
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
             &serde_json::json!({
-                "study_instance_uid": study_instance_uid,
-                "reason_code": code,
-                "note": note.trim(),
-                "documented_by": by.trim(),
-                "documented_at": now,
-                "status": status.as_str(),
-                "hcpcs": status.hcpcs(),
+                "study_instance_uid": recorded.study_instance_uid,
+                "reason_code": recorded.reason_code,
+                "note": recorded.note,
+                "documented_by": recorded.documented_by,
+                "documented_at": recorded.documented_at,
+                "status": recorded.status.as_str(),
+                "hcpcs": recorded.status.hcpcs(),
             }),
         )?;
         writeln!(out)?;
     } else {
         writeln!(
             out,
-            "Documented \"{}\" for {study_instance_uid} by {}; status is now {} ({}).",
-            choice.label,
-            by.trim(),
-            status.as_str(),
-            status.hcpcs()
+            "Documented \"{}\" for {} by {}; status is now {} ({}).",
+            recorded.reason_label,
+            recorded.study_instance_uid,
+            recorded.documented_by,
+            recorded.status.as_str(),
+            recorded.status.hcpcs()
         )?;
     }
     Ok(())
@@ -557,19 +598,17 @@ pub fn report(
     config: &Config,
     from: &str,
     to: &str,
-    grouping: naming_store::ReportGrouping,
+    grouping: ReportGrouping,
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     for (flag, date) in [("--from", from), ("--to", to)] {
-        let valid =
-            date.len() == 10 && humantime::parse_rfc3339_weak(&format!("{date}T00:00:00")).is_ok();
-        if !valid {
+        if !crate::clock::is_date(date) {
             anyhow::bail!("{flag} {date:?}: write a date as YYYY-MM-DD");
         }
     }
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let rows = naming_store::report(&conn, from, to, grouping)?;
+    let facts = existing_store(config)?.db().report_facts()?;
+    let rows = report::report(facts, from, to, grouping);
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(
@@ -639,25 +678,27 @@ pub fn queue(
     if let Some(name) = destination {
         check_destination(config, name)?;
     }
-    if let Some(state) = state
-        && !["pending", "in-flight", "sent", "dead"].contains(&state)
-    {
-        anyhow::bail!("--state {state:?}: use pending, in-flight, sent or dead");
-    }
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let mut summary = crate::store::forward::summary(&conn, destination)?;
+    let state = match state {
+        Some(text) => Some(QueueState::parse(text).ok_or_else(|| {
+            anyhow::anyhow!("--state {text:?}: use pending, in-flight, sent or dead")
+        })?),
+        None => None,
+    };
+    let store = existing_store(config)?;
+    let db = store.db();
+    let mut summary = db.queue_summary(destination)?;
     // Configured destinations with nothing queued yet still show.
     for d in &config.destinations {
         if destination.is_none_or(|n| n == d.name)
             && !summary.iter().any(|s| s.destination == d.name)
         {
-            summary.push(crate::store::forward::DestinationQueue {
+            summary.push(DestinationQueue {
                 destination: d.name.clone(),
                 ..Default::default()
             });
         }
     }
-    let studies = crate::store::forward::by_study(&conn, destination, state)?;
+    let studies = db.queue_by_study(destination, state)?;
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
@@ -703,7 +744,7 @@ pub fn queue(
                 "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  {}",
                 s.destination,
                 s.study_instance_uid,
-                s.state,
+                s.state.as_str(),
                 s.instances,
                 s.oldest_queued_at,
                 clip(&s.last_error, 60)
@@ -735,19 +776,13 @@ fn check_destination(config: &Config, name: &str) -> anyhow::Result<()> {
 /// `simgate queue retry (--study UID | --dead) [--destination NAME]`.
 pub fn queue_retry(
     config: &Config,
-    study: Option<&str>,
-    dead: bool,
-    destination: Option<&str>,
+    request: RetryRequest,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    if study.is_none() && !dead {
-        anyhow::bail!("say what to retry: --study UID or --dead");
-    }
-    if let Some(name) = destination {
-        check_destination(config, name)?;
-    }
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let count = crate::store::forward::retry(&conn, study, dead, destination)?;
+    let store = existing_store(config)?;
+    let count = with_service(config, store, async move |service| {
+        service.retry(&Author::operator(), request).await
+    })??;
     writeln!(
         out,
         "Queued {count} instances again; a running gateway sends them within a second."
@@ -762,17 +797,12 @@ pub fn forward_study(
     destination: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    check_destination(config, destination)?;
-    let conn = store::open_existing(&config.storage.database_path())?;
-    let count = crate::store::forward::forward_study(
-        &conn,
-        study,
-        destination,
-        &crate::receive::now_rfc3339(),
-    )?;
-    if count == 0 {
-        return Err(CliError::UnknownStudy(study.to_string()).into());
-    }
+    let store = existing_store(config)?;
+    let count = with_service(config, store, async move |service| {
+        service
+            .forward_study(&Author::operator(), study, destination)
+            .await
+    })??;
     writeln!(
         out,
         "Queued {count} instances of {study} for {destination}."

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration file could not be used.
@@ -40,20 +41,34 @@ pub enum ConfigError {
 #[serde(transparent)]
 pub struct AeTitle(String);
 
+/// Why a text is not an AE title.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AeTitleError {
+    #[error("an AE title cannot be empty")]
+    Empty,
+    #[error("AE title {0:?} is longer than 16 characters")]
+    TooLong(String),
+    #[error("AE title {title:?} contains {character:?}")]
+    BadCharacter { title: String, character: char },
+}
+
 impl AeTitle {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, AeTitleError> {
         let trimmed = raw.trim_matches(' ');
         if trimmed.is_empty() {
-            return Err("an AE title cannot be empty".into());
+            return Err(AeTitleError::Empty);
         }
         if trimmed.len() > 16 {
-            return Err(format!("AE title {trimmed:?} is longer than 16 characters"));
+            return Err(AeTitleError::TooLong(trimmed.to_string()));
         }
         if let Some(bad) = trimmed
             .chars()
             .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
         {
-            return Err(format!("AE title {trimmed:?} contains {bad:?}"));
+            return Err(AeTitleError::BadCharacter {
+                title: trimmed.to_string(),
+                character: bad,
+            });
         }
         Ok(Self(trimmed.to_string()))
     }
@@ -139,23 +154,6 @@ pub struct DestinationConfig {
     pub from_calling_ae_titles: Vec<AeTitle>,
 }
 
-impl DestinationConfig {
-    /// Whether an instance goes to this destination.
-    pub fn accepts(&self, sop_class_uid: &str, modality: &str, calling_ae_title: &str) -> bool {
-        (self.sop_classes.is_empty() || self.sop_classes.iter().any(|c| c == sop_class_uid))
-            && (self.modalities.is_empty()
-                || self
-                    .modalities
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(modality)))
-            && (self.from_calling_ae_titles.is_empty()
-                || self
-                    .from_calling_ae_titles
-                    .iter()
-                    .any(|ae| ae.as_str() == calling_ae_title.trim()))
-    }
-}
-
 /// Who may use the web pages and the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,6 +167,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// Physicians and admins document medical reasons.
+    pub fn may_document_reasons(self) -> bool {
+        self >= Role::Physician
+    }
+
+    /// Admins retry and re-send the forward queue and import nomenclatures.
+    pub fn may_act_on_queue(self) -> bool {
+        self == Role::Admin
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -248,9 +256,15 @@ pub struct NamingConfig {
     pub series_findings_need_reason: bool,
     pub ct_simulator_ae_titles: Vec<String>,
     pub ct_simulator_station_names: Vec<String>,
-    pub planning_patterns: Vec<String>,
+    /// Compiled once here; printed back as the patterns written.
+    #[serde(serialize_with = "patterns_as_text")]
+    pub planning_patterns: Vec<Regex>,
     pub rt_planning_reason: String,
     pub reasons: Vec<ReasonChoice>,
+}
+
+fn patterns_as_text<S: serde::Serializer>(patterns: &[Regex], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(patterns.iter().map(Regex::as_str))
 }
 
 impl NamingConfig {
@@ -327,8 +341,8 @@ impl Resolver<'_> {
 
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let l = raw.listener;
-        let ae_title =
-            AeTitle::parse(&l.ae_title).map_err(|e| self.invalid("listener.ae_title", e))?;
+        let ae_title = AeTitle::parse(&l.ae_title)
+            .map_err(|e| self.invalid("listener.ae_title", e.to_string()))?;
         let bind: SocketAddr = l.bind.parse().map_err(|_| {
             self.invalid(
                 "listener.bind",
@@ -343,7 +357,7 @@ impl Resolver<'_> {
             .iter()
             .map(|t| AeTitle::parse(t))
             .collect::<Result<_, _>>()
-            .map_err(|e| self.invalid("listener.allowed_calling_ae_titles", e))?;
+            .map_err(|e| self.invalid("listener.allowed_calling_ae_titles", e.to_string()))?;
         let allowed_peer_addresses = l
             .allowed_peer_addresses
             .iter()
@@ -365,7 +379,7 @@ impl Resolver<'_> {
             ));
         }
         for uid in &l.extra_sop_classes {
-            if !crate::dimse::is_valid_uid(uid) {
+            if !crate::dicom::uid::is_valid_uid(uid) {
                 return Err(self.invalid(
                     "listener.extra_sop_classes",
                     format!("{uid:?} is not a valid UID"),
@@ -463,7 +477,8 @@ impl Resolver<'_> {
                 ));
             }
             let ae = |raw: &str| {
-                AeTitle::parse(raw).map_err(|e| self.invalid("destinations.ae_title", e))
+                AeTitle::parse(raw)
+                    .map_err(|e| self.invalid("destinations.ae_title", e.to_string()))
             };
             destinations.push(DestinationConfig {
                 ae_title: ae(&d.ae_title)?,
@@ -543,14 +558,18 @@ impl Resolver<'_> {
     }
 
     fn naming(&self, n: RawNaming) -> Result<NamingConfig, ConfigError> {
-        for pattern in &n.planning_patterns {
-            regex::Regex::new(pattern).map_err(|e| {
-                self.invalid(
-                    "naming.planning_patterns",
-                    format!("{pattern:?} is not a valid pattern: {e}"),
-                )
-            })?;
-        }
+        let planning_patterns = n
+            .planning_patterns
+            .iter()
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|e| {
+                    self.invalid(
+                        "naming.planning_patterns",
+                        format!("{pattern:?} is not a valid pattern: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         if n.reasons.is_empty() {
             return Err(self.invalid("naming.reasons", "at least one reason is needed"));
         }
@@ -591,7 +610,7 @@ impl Resolver<'_> {
             series_findings_need_reason: n.series_findings_need_reason,
             ct_simulator_ae_titles: n.ct_simulator_ae_titles,
             ct_simulator_station_names: n.ct_simulator_station_names,
-            planning_patterns: n.planning_patterns,
+            planning_patterns,
             rt_planning_reason: n.rt_planning_reason,
             reasons: n.reasons,
         })

@@ -1,24 +1,36 @@
 //! simgate: a DICOM gateway for radiation oncology. It receives instances from CT simulators
-//! (C-ECHO, C-STORE SCP), stores each durably before acknowledging it, and indexes it in SQLite.
+//! (C-ECHO, C-STORE SCP), stores each durably before acknowledging it, judges each study's
+//! name against a standardized nomenclature, and forwards every instance unchanged to the
+//! treatment planning system.
 //!
-//! The data path, in module order: [`server`] (listener) -> [`association`] (PDUs to DIMSE
-//! messages) -> [`dimse`] (command sets) -> [`receive`] (one C-STORE: [`scan`], [`header`],
-//! [`spool`], [`store`]) -> response. See ARCHITECTURE.md.
+//! The data path, in module order: [`scp`] (listener, association, receive) -> [`spool`]
+//! (durable file) -> [`service`] (record the instance, its [`naming`] verdict and its queue
+//! rows through [`store`]) -> response; then [`forward`] (queue -> destination). [`dicom`] is
+//! the vocabulary both directions share; [`http`] and [`cli`] are front ends over [`service`]
+//! and [`store`]; [`app`] puts it together. See ARCHITECTURE.md.
 
-pub mod association;
+pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod dimse;
+pub mod dicom;
 pub mod forward;
-pub mod header;
 pub mod http;
 pub mod metrics;
 pub mod naming;
-pub mod receive;
-pub mod rules;
-pub mod scan;
-pub mod server;
-pub mod sop_classes;
+pub mod scp;
+pub mod service;
 pub mod spool;
 pub mod store;
-pub mod synth;
+
+/// An error and all its causes on one line, for logs and messages.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -72,9 +72,10 @@ enum Command {
         /// Free text; required for reasons marked note_required (e.g. other).
         #[arg(long, default_value = "")]
         note: String,
-        /// Who documents it (the radiation oncologist).
+        /// Who documents it: a user of [[http.users]] who may document reasons (physician or
+        /// admin). Default: the operating-system user, who must be such a user too.
         #[arg(long)]
-        by: String,
+        by: Option<String>,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
         /// Print one JSON document instead of text.
@@ -241,11 +242,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(simgate::server::serve(config))?;
+            runtime.block_on(simgate::app::serve(config))?;
         }
         Command::CheckConfig { config } => {
             let resolved = Config::load(&config)?;
-            let (names, kinds) = simgate::rules::check_files(&resolved.naming)?;
+            let (names, kinds) = simgate::service::rules::check_files(&resolved.naming)?;
             println!("# {} is valid; resolved values:", config.display());
             println!("# built-in standard names: {names}; series kinds: {kinds}");
             print!("{}", toml::to_string_pretty(&resolved)?);
@@ -323,9 +324,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config,
             }) => simgate::cli::queue_retry(
                 &Config::load(&config)?,
-                study.as_deref(),
-                dead,
-                destination.as_deref(),
+                simgate::service::RetryRequest {
+                    study_instance_uid: study,
+                    dead_only: dead,
+                    destination,
+                },
                 stdout,
             )?,
         },
@@ -353,14 +356,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "the password (read from standard input) must have at least 8 characters"
                 );
             }
-            let hash = simgate::http::auth::hash_secret(password).map_err(anyhow::Error::msg)?;
+            let hash = simgate::http::auth::hash_secret(password)?;
             println!(
                 "[[http.users]]\nname = {name:?}\nrole = \"{role}\"\npassword_hash = \"{hash}\""
             );
             if api_token {
                 let token = simgate::http::auth::random_token();
-                let token_hash =
-                    simgate::http::auth::hash_secret(&token).map_err(anyhow::Error::msg)?;
+                let token_hash = simgate::http::auth::hash_secret(&token)?;
                 println!("api_token_hash = \"{token_hash}\"");
                 eprintln!("API token for {name} (shown once): {token}");
             }
@@ -373,12 +375,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
         } => {
+            let request = simgate::service::ReasonRequest {
+                study_instance_uid,
+                code,
+                note,
+            };
             simgate::cli::reason(
                 &Config::load(&config)?,
-                &study_instance_uid,
-                &code,
-                &note,
-                &by,
+                request,
+                by.as_deref(),
                 json,
                 stdout,
             )?;
@@ -391,13 +396,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             csv,
         } => {
-            use simgate::store::naming::ReportGrouping;
-            let grouping = match by.as_str() {
-                "month" => ReportGrouping::Month,
-                "station" => ReportGrouping::Station,
-                "physician" => ReportGrouping::Physician,
-                other => anyhow::bail!("--by {other:?}: use month, station or physician"),
-            };
+            let grouping = simgate::naming::report::ReportGrouping::parse(&by)
+                .ok_or_else(|| anyhow::anyhow!("--by {by:?}: use month, station or physician"))?;
             simgate::cli::report(
                 &Config::load(&config)?,
                 &from,

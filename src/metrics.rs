@@ -1,12 +1,17 @@
-//! Counters of the running gateway, rendered in the Prometheus text exposition format at
-//! `/metrics`. Counting is lock-free (atomics) on the hot path; gauges that live in the
-//! database (queue depth, studies by status) are read at scrape time by the HTTP side.
+//! Counters of the running gateway and every line of the Prometheus text exposition format
+//! served at `/metrics`. Counting is lock-free (atomics) on the hot path; gauges that live in
+//! the database (queue depth, studies by status) are read at scrape time and handed in as
+//! [`Gauges`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::config::DestinationConfig;
+use crate::naming::StudyStatus;
+use crate::store::queue::QueueDepth;
 
 /// Upper bounds (seconds) of the store-latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -91,7 +96,7 @@ impl Metrics {
     }
 
     /// The counters in Prometheus text format, followed by `gauges` (already formatted lines).
-    pub fn render(&self, gauges: &str) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -189,8 +194,91 @@ impl Metrics {
                 label(outcome)
             );
         }
-        out.push_str(gauges);
+        gauges.render(&mut out);
         out
+    }
+}
+
+/// Figures read from the database at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Per configured destination: instances waiting, and the oldest one's age in seconds.
+    pub queues: Vec<(String, i64, f64)>,
+    /// Studies per naming status (every status listed, zero included).
+    pub studies: Vec<(StudyStatus, i64)>,
+}
+
+impl Gauges {
+    /// From the index's figures; destinations with nothing queued show zero.
+    pub fn new(
+        destinations: &[DestinationConfig],
+        depth: &[QueueDepth],
+        statuses: &[(StudyStatus, i64)],
+    ) -> Gauges {
+        let queues = destinations
+            .iter()
+            .map(|d| {
+                let row = depth.iter().find(|q| q.destination == d.name);
+                let age = row
+                    .and_then(|q| q.oldest_queued_at.as_deref())
+                    .and_then(crate::clock::elapsed_since)
+                    .map(|a| a.as_secs_f64())
+                    .unwrap_or(0.0);
+                (d.name.clone(), row.map(|q| q.waiting).unwrap_or(0), age)
+            })
+            .collect();
+        let studies = [
+            StudyStatus::Conforming,
+            StudyStatus::NeedsReason,
+            StudyStatus::ReasonDocumented,
+        ]
+        .into_iter()
+        .map(|status| {
+            let count = statuses
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map(|(_, c)| *c)
+                .unwrap_or(0);
+            (status, count)
+        })
+        .collect();
+        Gauges { queues, studies }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP simgate_forward_queue_depth Instances waiting per destination."
+        );
+        let _ = writeln!(out, "# TYPE simgate_forward_queue_depth gauge");
+        for (destination, waiting, _) in &self.queues {
+            let _ = writeln!(
+                out,
+                "simgate_forward_queue_depth{{destination=\"{}\"}} {waiting}",
+                label(destination)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP simgate_forward_queue_oldest_age_seconds Age of the oldest waiting instance per destination."
+        );
+        let _ = writeln!(out, "# TYPE simgate_forward_queue_oldest_age_seconds gauge");
+        for (destination, _, age) in &self.queues {
+            let _ = writeln!(
+                out,
+                "simgate_forward_queue_oldest_age_seconds{{destination=\"{}\"}} {age}",
+                label(destination)
+            );
+        }
+        let _ = writeln!(out, "# HELP simgate_studies Studies by naming status.");
+        let _ = writeln!(out, "# TYPE simgate_studies gauge");
+        for (status, count) in &self.studies {
+            let _ = writeln!(
+                out,
+                "simgate_studies{{status=\"{}\"}} {count}",
+                status.as_str()
+            );
+        }
     }
 }
 

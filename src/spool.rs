@@ -11,13 +11,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dicom_object::meta::FileMetaTableBuilder;
-
 use crate::config::Durability;
-
-/// simgate's Implementation Class UID (a UUID-derived 2.25 root) and version, in every meta header.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.148712617542390174935125618224936720101";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("SIMGATE_", env!("CARGO_PKG_VERSION"));
+use crate::dicom::part10::{Part10Error, PartTenMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -28,8 +23,8 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot build the file meta information")]
-    Meta(#[source] dicom_object::meta::Error),
+    #[error(transparent)]
+    Meta(#[from] Part10Error),
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
@@ -205,35 +200,6 @@ impl Drop for PartialFile {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.path);
         }
-    }
-}
-
-/// What goes into the file meta information (group 0002) of a stored instance.
-#[derive(Debug, Clone)]
-pub struct PartTenMeta<'a> {
-    pub sop_class_uid: &'a str,
-    pub sop_instance_uid: &'a str,
-    pub transfer_syntax_uid: &'a str,
-    pub source_ae_title: &'a str,
-}
-
-impl PartTenMeta<'_> {
-    /// The 128-byte preamble, `DICM` and the meta group, ready to precede the data set.
-    pub fn encode(&self) -> Result<Vec<u8>, SpoolError> {
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(self.sop_class_uid)
-            .media_storage_sop_instance_uid(self.sop_instance_uid)
-            .transfer_syntax(self.transfer_syntax_uid)
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-            .source_application_entity_title(self.source_ae_title)
-            .build()
-            .map_err(SpoolError::Meta)?;
-        let mut out = Vec::with_capacity(400);
-        out.extend_from_slice(&[0u8; 128]);
-        out.extend_from_slice(b"DICM");
-        meta.write(&mut out).map_err(SpoolError::Meta)?;
-        Ok(out)
     }
 }
 

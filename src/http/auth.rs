@@ -38,11 +38,11 @@ impl Caller {
     }
 
     pub fn can_document(&self) -> bool {
-        self.role >= Role::Physician
+        self.role.may_document_reasons()
     }
 
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        self.role.may_act_on_queue()
     }
 }
 
@@ -68,12 +68,17 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot hash the secret")]
+pub struct HashError(#[source] argon2::password_hash::Error);
+
 /// An argon2id PHC string for a password or API token (`simgate user add`).
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(secret.as_bytes())
         .map(|hash| hash.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError)
 }
 
 fn verify(secret: &str, hash: &str) -> bool {

@@ -1,7 +1,7 @@
 //! The HTTP side: a small server-rendered web application for the people who document reasons
 //! and watch the queue, and a JSON API over the same data. Only this module knows HTTP.
-//! Reads open their own SQLite connection on the blocking pool; writes go through the index
-//! writer (one writer) together with an audit entry in the same transaction.
+//! Reads use the store's read pool on the blocking pool; every write is a [`Service`] call,
+//! which validates it and writes its audit entry in the same transaction.
 
 pub mod api;
 pub mod auth;
@@ -16,64 +16,93 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rusqlite::Connection;
+use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::naming::Naming;
+use crate::service::{Author, ErrorKind, Service, ServiceError};
 use crate::spool::Spool;
-use crate::store::{self, IndexHandle, StoreError};
+use crate::store::audit::AuditEntry;
+use crate::store::queue::StudyQueue;
+use crate::store::studies::StudyDetail;
+use crate::store::{Db, ReadPool, StoreError};
 
 /// Everything a request handler may use.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub index: IndexHandle,
+    pub service: Service,
+    pub reads: Arc<ReadPool>,
     pub spool: Arc<Spool>,
-    pub naming: watch::Receiver<Arc<Naming>>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
     pub fn new(
-        config: Arc<Config>,
-        index: IndexHandle,
+        service: Service,
+        reads: Arc<ReadPool>,
         spool: Arc<Spool>,
-        naming: watch::Receiver<Arc<Naming>>,
         metrics: Arc<Metrics>,
     ) -> AppState {
+        let config = service.config();
         let auth = Arc::new(auth::Auth::new(
             config.http.users.clone(),
             config.http.session_lifetime,
         ));
         AppState {
-            config,
-            index,
+            service,
+            reads,
             spool,
-            naming,
             metrics,
             auth,
         }
     }
 
-    /// Runs a read on its own connection, off the async workers.
+    pub fn config(&self) -> &Config {
+        self.service.config()
+    }
+
+    /// Runs a read on a read-only connection, off the async workers.
     pub async fn read<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, HttpError> {
-        let path = self.config.storage.database_path();
-        tokio::task::spawn_blocking(move || {
-            let conn = store::open_existing(&path)?;
-            work(&conn)
-        })
-        .await
-        .map_err(|e| HttpError::Internal(e.to_string()))?
-        .map_err(HttpError::from)
+        Ok(self.reads.read(work).await?)
     }
+
+    /// Everything about one study, for its page and `GET /api/studies/{uid}`.
+    pub async fn study_document(&self, uid: &str) -> Result<StudyDocument, HttpError> {
+        let uid = study_param(uid)?;
+        let lookup = uid.clone();
+        let (detail, forward, audit) = self
+            .read(move |db| {
+                Ok((
+                    db.study_detail(&lookup)?,
+                    db.study_queue(&lookup)?,
+                    db.audit_entries(Some(&lookup), 100)?,
+                ))
+            })
+            .await?;
+        let detail = detail.ok_or_else(|| {
+            HttpError::NotFound(format!("no study with Study Instance UID {uid}"))
+        })?;
+        Ok(StudyDocument {
+            detail,
+            forward,
+            audit,
+        })
+    }
+}
+
+/// One study with its forward state and audit entries.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyDocument {
+    #[serde(flatten)]
+    pub detail: StudyDetail,
+    pub forward: Vec<StudyQueue>,
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Errors answered with a status and a JSON body `{"error": "..."}` (pages show the text).
@@ -93,7 +122,18 @@ pub enum HttpError {
 
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
-        HttpError::Internal(crate::receive::error_chain(&e))
+        HttpError::Internal(crate::error_chain(&e))
+    }
+}
+
+impl From<ServiceError> for HttpError {
+    fn from(e: ServiceError) -> Self {
+        match e.kind() {
+            ErrorKind::Invalid => HttpError::BadRequest(e.to_string()),
+            ErrorKind::NotFound => HttpError::NotFound(e.to_string()),
+            ErrorKind::Forbidden => HttpError::Forbidden(e.to_string()),
+            ErrorKind::Internal => HttpError::Internal(crate::error_chain(&e)),
+        }
     }
 }
 
@@ -160,6 +200,16 @@ impl Request {
     pub fn caller(&self) -> Result<&auth::Caller, HttpError> {
         self.caller.as_ref().ok_or(HttpError::Unauthorized)
     }
+
+    /// The caller as the author of a write, with the address the audit log records.
+    pub fn author(&self) -> Result<Author, HttpError> {
+        let caller = self.caller()?;
+        Ok(Author {
+            user_name: caller.name.clone(),
+            role: caller.role,
+            from: self.remote.clone(),
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -198,7 +248,7 @@ pub async fn serve(
     let address = listener.local_addr()?;
     tracing::info!(
         address = %address,
-        users = state.config.http.users.len(),
+        users = state.config().http.users.len(),
         "HTTP listener ready"
     );
     if state.auth.open() {
@@ -212,22 +262,9 @@ pub async fn serve(
     .await
 }
 
-/// Today in UTC as YYYY-MM-DD.
-pub fn today() -> String {
-    crate::receive::now_rfc3339()[..10].to_string()
-}
-
-/// A date `days` before today (UTC), YYYY-MM-DD.
-pub fn days_ago(days: u64) -> String {
-    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
-    humantime::format_rfc3339(then).to_string()[..10].to_string()
-}
-
 /// Validates a YYYY-MM-DD date parameter.
 pub fn date_param(name: &str, value: &str) -> Result<String, HttpError> {
-    let ok =
-        value.len() == 10 && humantime::parse_rfc3339_weak(&format!("{value}T00:00:00")).is_ok();
-    if ok {
+    if crate::clock::is_date(value) {
         Ok(value.to_string())
     } else {
         Err(HttpError::BadRequest(format!(
@@ -238,7 +275,7 @@ pub fn date_param(name: &str, value: &str) -> Result<String, HttpError> {
 
 /// Validates a Study Instance UID path parameter.
 pub fn study_param(uid: &str) -> Result<String, HttpError> {
-    if crate::dimse::is_valid_uid(uid) {
+    if crate::dicom::uid::is_valid_uid(uid) {
         Ok(uid.to_string())
     } else {
         Err(HttpError::BadRequest(format!(

@@ -8,11 +8,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::api::{self, ReasonBody, ReportQuery, RetryBody, StudyFilter};
+use super::api::{self, ReportQuery, RetryBody, StudyFilter};
 use super::auth::{Caller, SESSION_COOKIE};
 use super::{AppState, HttpError, Request};
+use crate::naming::StudyStatus;
+use crate::naming::report::ReportRow;
+use crate::service::ReasonRequest;
+use crate::store::queue::QueueState;
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f7f9}
@@ -252,23 +255,6 @@ fn waiting(since: Option<&str>) -> String {
     }
 }
 
-fn items(value: &Value, key: &str, detail: &str) -> Vec<(String, String)> {
-    value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|i| {
-                    (
-                        i[key].as_str().unwrap_or("").to_string(),
-                        i[detail].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub async fn worklist(
     State(state): State<AppState>,
     request: Request,
@@ -308,16 +294,16 @@ pub async fn worklist(
                 tbody {
                     @for s in &studies {
                         tr {
-                            td.num { (waiting(s.needs_reason_since.as_deref().filter(|_| s.status == "needs-reason"))) }
-                            td { span class={"badge " (s.status)} { (s.hcpcs) " " (s.status) } }
+                            td.num { (waiting(s.waiting_since())) }
+                            td { (status_badge(s.status)) }
                             td { (person(&s.patient_name)) br; span.muted { (s.patient_id) } }
                             td { (dicom_date(&s.study_date)) }
                             td { (s.station_names.join(", ")) }
                             td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { (s.study_description) } } }
                             td { (s.series_descriptions.len()) " series: " span.muted { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(", ")) } }
-                            td { ul.plain { @for (code, subject) in items(&s.findings, "code", "subject") { li { (finding_label(&code)) @if !subject.is_empty() { ": " span.muted { (subject) } } } } } }
-                            td { ul.plain { @for (code, name) in items(&s.suggestions, "code", "name") { li { (name) " " span.muted { "(" (code) ")" } } } } }
-                            td { @if s.rt_planning { ul.plain { @for (kind, detail) in items(&s.evidence, "kind", "detail") { li { (kind.replace('-', " ")) ": " span.muted { (detail) } } } } } }
+                            td { ul.plain { @for f in &s.items.findings { li { (finding_label(&f.code)) @if !f.subject.is_empty() { ": " span.muted { (f.subject) } } } } } }
+                            td { ul.plain { @for g in &s.items.suggestions { li { (g.name) " " span.muted { "(" (g.code) ")" } } } } }
+                            td { @if s.rt_planning { ul.plain { @for e in &s.items.evidence { li { (e.kind.replace('-', " ")) ": " span.muted { (e.detail) } } } } } }
                         }
                     }
                 }
@@ -336,65 +322,73 @@ pub async fn study(
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
     };
-    let doc = match api::study_document(&state, &uid).await {
+    let doc = match state.study_document(&uid).await {
         Ok(doc) => doc,
         Err(e) => return error_page(Some(&caller), e),
     };
-    let naming = &doc["naming"];
-    let status = naming["status"].as_str().unwrap_or("");
-    let suggested = naming["suggested_reason"].as_str().unwrap_or("");
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let study = &doc.detail.summary;
+    let naming = doc.detail.naming.as_ref();
+    let status = naming.map(|n| n.status);
+    let suggested = naming.map(|n| n.suggested_reason.as_str()).unwrap_or("");
+    let reasons = &state.config().naming.reasons;
+    let reason_label = |code: &str| {
+        reasons
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| r.label.clone())
+            .unwrap_or_else(|| code.to_string())
+    };
     let body = html! {
-        h1 { "Study " (text(&doc["study_description"])) }
+        h1 { "Study " (study.study_description) }
         div.card {
-            p { span class={"badge " (status)} { (text(&naming["hcpcs"])) " " (status) } }
-            p { "Patient: " (person(&text(&doc["patient_name"]))) " (" (text(&doc["patient_id"])) ") · Date: " (dicom_date(&text(&doc["study_date"]))) " · Station: " (doc["station_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
-            p.muted { "Study Instance UID " (uid) }
-            @if !text(&naming["standard_code"]).is_empty() {
-                p.ok { "Named per the standard: " (text(&naming["standard_code"])) " " (text(&naming["standard_name"])) " (by " (text(&naming["matched_by"])) ")" }
-            }
-            @for (code, subject) in items(&naming["findings"], "code", "subject") { p.warn { (finding_label(&code)) ": " (subject) } }
-            @let suggestions = items(&naming["suggestions"], "code", "name");
-            @if !suggestions.is_empty() { p { "Nearest standard names: " @for (code, name) in &suggestions { span.badge { (code) " " (name) } " " } } }
-            @if naming["rt_planning"].as_bool().unwrap_or(false) {
-                p { "Acquired for radiation treatment planning: " @for (kind, detail) in items(&naming["evidence"], "kind", "detail") { span.badge { (kind.replace('-', " ")) ": " (detail) } " " } }
+            p { (status_badge(status)) }
+            p { "Patient: " (person(&study.patient_name)) " (" (study.patient_id) ") · Date: " (dicom_date(&study.study_date)) " · Station: " (study.station_names.join(", ")) }
+            p.muted { "Study Instance UID " (study.study_instance_uid) }
+            @if let Some(n) = naming {
+                @if !n.standard_code.is_empty() {
+                    p.ok { "Named per the standard: " (n.standard_code) " " (n.standard_name) " (by " (n.matched_by) ")" }
+                }
+                @for f in &n.items.findings { p.warn { (finding_label(&f.code)) ": " (f.subject) } }
+                @if !n.items.suggestions.is_empty() { p { "Nearest standard names: " @for g in &n.items.suggestions { span.badge { (g.code) " " (g.name) } " " } } }
+                @if n.rt_planning {
+                    p { "Acquired for radiation treatment planning: " @for e in &n.items.evidence { span.badge { (e.kind.replace('-', " ")) ": " (e.detail) } " " } }
+                }
             }
         }
         h2 { "Series" }
         table #series {
             thead { tr { th { "#" } th { "Modality" } th { "Series description" } th { "Kind" } th.num { "Instances" } th { "Verdict" } } }
             tbody {
-                @for s in doc["series"].as_array().cloned().unwrap_or_default() {
+                @for s in &doc.detail.series {
                     tr {
-                        td { (s["series_number"].as_i64().map(|n| n.to_string()).unwrap_or_default()) }
-                        td { (text(&s["modality"])) }
-                        td { @if text(&s["series_description"]).is_empty() { span.muted { "(empty)" } } @else { (text(&s["series_description"])) } }
-                        td { (text(&s["kind"])) }
-                        td.num { (s["instance_count"].as_i64().unwrap_or(0)) }
-                        td { (text(&s["verdict"])) }
+                        td { (s.series_number.map(|n| n.to_string()).unwrap_or_default()) }
+                        td { (s.modality) }
+                        td { @if s.series_description.is_empty() { span.muted { "(empty)" } } @else { (s.series_description) } }
+                        td { (s.kind) }
+                        td.num { (s.instance_count) }
+                        td { (s.verdict.map(|v| v.as_str()).unwrap_or("")) }
                     }
                 }
             }
         }
         h2 { "Forwarding" }
-        @let forward = doc["forward"].as_array().cloned().unwrap_or_default();
-        @if forward.is_empty() { p.muted { "Not queued for any destination." } } @else {
+        @if doc.forward.is_empty() { p.muted { "Not queued for any destination." } } @else {
             table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Last error" } } }
-                tbody { @for f in &forward { tr { td { (text(&f["destination"])) } td { (text(&f["state"])) } td.num { (f["instances"].as_i64().unwrap_or(0)) } td.warn { (text(&f["last_error"])) } } } } }
+                tbody { @for f in &doc.forward { tr { td { (f.destination) } td { (f.state.as_str()) } td.num { (f.instances) } td.warn { (f.last_error) } } } } }
         }
         h2 { "Documented reasons" }
-        @let reasons = naming["reasons"].as_array().cloned().unwrap_or_default();
-        @if reasons.is_empty() { p.muted { "None yet." } } @else {
+        @let documented = naming.map(|n| n.reasons.as_slice()).unwrap_or_default();
+        @if documented.is_empty() { p.muted { "None yet." } } @else {
             table #reasons { thead { tr { th { "When" } th { "Who" } th { "Reason" } th { "Note" } } }
-                tbody { @for r in &reasons { tr { td { (when(&text(&r["documented_at"]))) } td { (text(&r["documented_by"])) } td { (state.config.naming.reason(r["reason_code"].as_str().unwrap_or("")).map(|c| c.label.clone()).unwrap_or_else(|| text(&r["reason_code"]))) } td { (text(&r["note"])) } } } } }
+                tbody { @for r in documented { tr { td { (when(&r.documented_at)) } td { (r.documented_by) } td { (reason_label(&r.reason_code)) } td { (r.note) } } } } }
         }
-        @if status == "needs-reason" || status == "reason-documented" {
+        @if matches!(status, Some(StudyStatus::NeedsReason | StudyStatus::ReasonDocumented)) {
             @if caller.can_document() && caller.via_session {
-                form.card #reason-form method="post" action={"/studies/" (uid) "/reasons"} {
+                form.card #reason-form method="post" action={"/studies/" (study.study_instance_uid) "/reasons"} {
                     h2 { "Document the medical reason" }
                     input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
                     div.choices {
-                        @for choice in &state.config.naming.reasons {
+                        @for choice in reasons {
                             label {
                                 input type="radio" name="code" value=(choice.code) required checked[choice.code == suggested];
                                 (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } }
@@ -410,15 +404,20 @@ pub async fn study(
         }
         h2 { "History" }
         table { thead { tr { th { "When" } th { "Change" } th { "Cause" } } }
-            tbody { @for h in naming["status_history"].as_array().cloned().unwrap_or_default() { tr { td { (when(&text(&h["changed_at"]))) } td { (h["from_status"].as_str().unwrap_or("—")) " → " (text(&h["to_status"])) } td { (text(&h["cause"])) } } } } }
+            tbody { @for h in naming.map(|n| n.status_history.as_slice()).unwrap_or_default() { tr { td { (when(&h.changed_at)) } td { (h.from_status.map(StudyStatus::as_str).unwrap_or("—")) " → " (h.to_status.as_str()) } td { (h.cause) } } } } }
         h2 { "Audit" }
-        @let audit = doc["audit"].as_array().cloned().unwrap_or_default();
-        @if audit.is_empty() { p.muted { "No changes made through the web pages or the API." } } @else {
+        @if doc.audit.is_empty() { p.muted { "No changes made through the web pages, the API or the CLI." } } @else {
             table #audit { thead { tr { th { "When" } th { "Who" } th { "What" } th { "Detail" } th { "From" } } }
-                tbody { @for a in &audit { tr { td { (when(&text(&a["at"]))) } td { (text(&a["user_name"])) } td { (text(&a["action"])) } td { (text(&a["detail"])) } td { (text(&a["remote_address"])) } } } } }
+                tbody { @for a in &doc.audit { tr { td { (when(&a.at)) } td { (a.user_name) } td { (a.action) } td { (a.detail) } td { (a.remote_address) } } } } }
         }
     };
     page("Study", Some(&caller), body).into_response()
+}
+
+/// The status as a coloured badge: `G9319 needs-reason`.
+fn status_badge(status: Option<StudyStatus>) -> Markup {
+    let text = status.map(StudyStatus::as_str).unwrap_or("");
+    html! { span class={"badge " (text)} { (status.map(StudyStatus::hcpcs).unwrap_or("")) " " (text) } }
 }
 
 #[derive(Debug, Deserialize)]
@@ -444,18 +443,23 @@ pub async fn document_reason(
     if let Err(e) = check_csrf(&caller, &form.csrf) {
         return error_page(Some(&caller), e);
     }
-    let body = ReasonBody {
+    let author = match request.author() {
+        Ok(author) => author,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let reason = ReasonRequest {
+        study_instance_uid: uid.clone(),
         code: form.code,
         note: form.note,
     };
-    match api::record_reason(&state, &request, &uid, &body).await {
+    match state.service.document_reason(&author, reason).await {
         Ok(_) => Redirect::to(&format!("/studies/{uid}")).into_response(),
-        Err(e) => error_page(Some(&caller), e),
+        Err(e) => error_page(Some(&caller), e.into()),
     }
 }
 
 /// Stacked bars per group (G9318 green, G9320 amber, G9319 red), inline SVG.
-fn chart(rows: &[crate::store::naming::ReportRow]) -> Markup {
+fn chart(rows: &[ReportRow]) -> Markup {
     let groups: Vec<_> = rows.iter().filter(|r| r.group != "total").collect();
     let max = groups.iter().map(|r| r.total).max().unwrap_or(0).max(1) as f64;
     let (bar, gap, height) = (36.0, 18.0, 160.0);
@@ -563,12 +567,7 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         Err(redirect) => return redirect.into_response(),
     };
     let (summary, studies) = match state
-        .read(|conn| {
-            Ok((
-                crate::store::forward::summary(conn, None)?,
-                crate::store::forward::by_study(conn, None, None)?,
-            ))
-        })
+        .read(|db| Ok((db.queue_summary(None)?, db.queue_by_study(None, None)?)))
         .await
     {
         Ok(result) => result,
@@ -578,7 +577,7 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
     let csrf = caller.csrf.clone().unwrap_or_default();
     let body = html! {
         h1 { "Forward queue" }
-        @if state.config.destinations.is_empty() { p.muted { "No destinations configured: instances are received and logged only." } }
+        @if state.config().destinations.is_empty() { p.muted { "No destinations configured: instances are received and logged only." } }
         table #queue {
             thead { tr { th { "Destination" } th.num { "Pending" } th.num { "In flight" } th.num { "Sent" } th.num { "Dead" } th { "Oldest waiting since" } th { "Last error" } } }
             tbody { @for d in &summary { tr {
@@ -596,8 +595,8 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         h2 { "By study" }
         table {
             thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th {} } }
-            tbody { @for s in studies.iter().filter(|s| s.state != "sent") { tr {
-                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) }
+            tbody { @for s in studies.iter().filter(|s| s.state != QueueState::Sent) { tr {
+                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state.as_str()) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) }
                 td { @if admin { form method="post" action="/queue/retry" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="study" value=(s.study_instance_uid);
@@ -637,8 +636,12 @@ pub async fn queue_retry(
         dead: form.dead.is_some_and(|d| d == "true"),
         destination: form.destination,
     };
-    match api::retry(&state, &request, &body).await {
+    let author = match request.author() {
+        Ok(author) => author,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    match state.service.retry(&author, body.request()).await {
         Ok(_) => Redirect::to("/queue").into_response(),
-        Err(e) => error_page(Some(&caller), e),
+        Err(e) => error_page(Some(&caller), e.into()),
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod nomenclature;
 pub mod playbook;
+pub mod report;
 pub mod series;
 pub mod text;
 pub mod verdict;

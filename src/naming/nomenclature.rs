@@ -93,60 +93,62 @@ impl SchemeDesignators {
     }
 }
 
-/// The loaded nomenclature; built once, then only read.
+/// The loaded nomenclature; built once, then only read. Every source's entries are kept: the
+/// same code from two playbooks (a RadLex procedure and its LOINC/RSNA twin) matches by either
+/// source's names, and importing one source never shadows what another gives.
 #[derive(Debug, Clone, Default)]
 pub struct Nomenclature {
-    names: Vec<StandardName>,
+    /// Every entry of every source, in load order.
+    entries: Vec<StandardName>,
+    /// The entry a code resolves to: the last loaded with that code (a site's own list first,
+    /// then imports, so an imported release names the code).
     by_code: HashMap<(Scheme, String), usize>,
+    /// Normalised long and short names of every entry.
     by_name: HashMap<String, usize>,
+    /// Distinct codes.
+    codes: usize,
 }
 
 impl Nomenclature {
-    /// Later entries with the same code replace earlier ones (a newer release wins).
     pub fn new(entries: impl IntoIterator<Item = StandardName>) -> Self {
         let mut nomenclature = Nomenclature::default();
         for entry in entries {
+            let index = nomenclature.entries.len();
             let key = (entry.scheme, entry.code.to_ascii_uppercase());
-            let index = match nomenclature.by_code.get(&key) {
-                Some(&index) => {
-                    nomenclature.names[index] = entry;
-                    index
-                }
-                None => {
-                    nomenclature.names.push(entry);
-                    nomenclature.names.len() - 1
-                }
-            };
-            nomenclature.by_code.insert(key, index);
-        }
-        for (index, name) in nomenclature.names.iter().enumerate() {
-            for text in [&name.long_name, &name.short_name] {
-                let key = normalize(text);
-                if !key.is_empty() {
-                    nomenclature.by_name.entry(key).or_insert(index);
+            if nomenclature.by_code.insert(key, index).is_none() {
+                nomenclature.codes += 1;
+            }
+            for text in [&entry.long_name, &entry.short_name] {
+                let name = normalize(text);
+                if !name.is_empty() {
+                    nomenclature.by_name.entry(name).or_insert(index);
                 }
             }
+            nomenclature.entries.push(entry);
         }
         nomenclature
     }
 
+    /// How many distinct codes are loaded.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.codes
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.codes == 0
     }
 
     pub fn by_code(&self, scheme: Scheme, code: &str) -> Option<&StandardName> {
         self.by_code
             .get(&(scheme, code.trim().to_ascii_uppercase()))
-            .map(|&i| &self.names[i])
+            .map(|&i| &self.entries[i])
     }
 
     /// The standard name equal to `text` after normalisation (long or short name).
     pub fn by_name(&self, text: &str) -> Option<&StandardName> {
-        self.by_name.get(&normalize(text)).map(|&i| &self.names[i])
+        self.by_name
+            .get(&normalize(text))
+            .map(|&i| &self.entries[i])
     }
 
     /// The `k` standard names most similar to `text`; names of `modality` rank first, then
@@ -161,32 +163,77 @@ impl Nomenclature {
         if text.trim().is_empty() && modality.is_empty() {
             return Vec::new();
         }
-        let mut scored: Vec<((bool, bool), f64, usize)> = self
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let score =
-                    similarity(text, &name.long_name).max(similarity(text, &name.short_name));
-                let same_modality =
-                    !modality.is_empty() && name.modality.eq_ignore_ascii_case(modality);
-                ((same_modality, preferred(name)), score, i)
+        // One score per code: the best of every source's names for it.
+        let mut best: HashMap<(Scheme, String), ((bool, bool), f64)> = HashMap::new();
+        for name in &self.entries {
+            let score = similarity(text, &name.long_name).max(similarity(text, &name.short_name));
+            let same_modality =
+                !modality.is_empty() && name.modality.eq_ignore_ascii_case(modality);
+            let rank = (same_modality, preferred(name));
+            let slot = best
+                .entry((name.scheme, name.code.to_ascii_uppercase()))
+                .or_insert((rank, score));
+            *slot = (slot.0.max(rank), slot.1.max(score));
+        }
+        let mut scored: Vec<((bool, bool), f64, &StandardName)> = best
+            .into_iter()
+            .filter_map(|(key, (rank, score))| {
+                let entry = &self.entries[*self.by_code.get(&key)?];
+                Some((rank, score, entry))
             })
             .collect();
         scored.sort_by(|a, b| {
             b.0.cmp(&a.0)
                 .then(b.1.total_cmp(&a.1))
-                .then(self.names[a.2].code.cmp(&self.names[b.2].code))
+                .then(a.2.code.cmp(&b.2.code))
         });
         scored
             .into_iter()
             .take(k)
-            .map(|(_, score, i)| Suggestion {
-                scheme: self.names[i].scheme,
-                code: self.names[i].code.clone(),
-                name: self.names[i].long_name.clone(),
+            .map(|(_, score, name)| Suggestion {
+                scheme: name.scheme,
+                code: name.code.clone(),
+                name: name.long_name.clone(),
                 score: (score * 1000.0).round() / 1000.0,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::naming::playbook;
+
+    const RADLEX: &[u8] = b"RPID,LETTER_CODE,\"SHORT_NAME\",\"LONG_NAME\",MODALITY,PLAYBOOK_TYPE\n\
+        RPID16,CTCH,\"CT CHEST WO\",\"CT Chest wo IV Contrast\",CT,RADIOLOGY ORDERABLE\n";
+    // The LOINC/RSNA twin of RPID16 carries another long name and no short name.
+    const LOINC: &[u8] = b"\"LoincNumber\",\"LongCommonName\",\"PartNumber\",\"PartTypeName\",\"PartName\",\"PartSequenceOrder\",\"RID\",\"PreferredName\",\"RPID\",\"LongName\"\n\
+        \"29252-4\",\"CT Chest WO contrast\",\"LP1\",\"Rad.Modality.Modality Type\",\"CT\",\"A\",\"RID10321\",\"CT\",\"RPID16\",\"CT Chest without IV Contrast\"\n";
+
+    #[test]
+    fn a_second_source_never_shadows_the_names_of_the_first() {
+        let radlex = playbook::parse("radlex.csv", RADLEX).expect("radlex");
+        let loinc = playbook::parse("loinc.csv", LOINC).expect("loinc");
+        for order in [[&radlex, &loinc], [&loinc, &radlex]] {
+            let nomenclature =
+                Nomenclature::new(order.iter().flat_map(|p| p.names.iter().cloned()));
+            for name in [
+                "CT CHEST WO",
+                "CT Chest wo IV Contrast",
+                "CT Chest without IV Contrast",
+                "CT Chest WO contrast",
+            ] {
+                assert!(
+                    nomenclature.by_name(name).is_some(),
+                    "{name:?} no longer matches"
+                );
+            }
+            assert!(nomenclature.by_code(Scheme::Radlex, "RPID16").is_some());
+            assert!(nomenclature.by_code(Scheme::Loinc, "29252-4").is_some());
+            assert_eq!(nomenclature.len(), 2, "two codes, whatever the sources");
+            let nearest = nomenclature.nearest("chest ct", "CT", |_| false, 5);
+            assert_eq!(nearest.len(), 2, "one suggestion per code: {nearest:?}");
+        }
     }
 }

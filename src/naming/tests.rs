@@ -4,7 +4,7 @@ use regex::Regex;
 
 use super::playbook;
 use super::*;
-use crate::header::CodeItem;
+use crate::dicom::CodeItem;
 
 fn naming(series_findings_need_reason: bool) -> Naming {
     let builtin = include_bytes!("../../config/nomenclature/standard-names.csv");

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::nomenclature::{Nomenclature, Scheme, SchemeDesignators, Suggestion};
 use super::series::{SeriesFacts, SeriesRules, SeriesVerdict};
-use crate::header::CodeItem;
+use crate::dicom::CodeItem;
 
 /// What the verdict looks at for one study: plain values, gathered by the caller.
 #[derive(Debug, Clone, Default, PartialEq)]

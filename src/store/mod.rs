@@ -1,22 +1,26 @@
 //! The SQLite index: the only module that speaks SQL. It opens the database (WAL, busy
-//! timeout, synchronous level to match the durability setting), applies the embedded
-//! migrations, records received instances through one writer thread ([`writer`]), and answers
-//! the read queries of the CLI.
+//! timeout, synchronous level to match the durability setting) and applies the embedded
+//! migrations; every query is a method of [`Db`], one file per table family, returning typed
+//! rows. Writes of the running gateway go through one writer thread ([`writer`]); reads use
+//! their own connections ([`ReadPool`]), which WAL lets run beside the writer.
 
 pub mod audit;
-pub mod forward;
-pub mod naming;
+pub mod instances;
+pub mod queue;
+pub mod studies;
+pub mod verdicts;
 pub mod writer;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use serde::Serialize;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::config::Durability;
 
-pub use writer::{IndexHandle, IndexedInstance, RecordOutcome, WriterContext};
+pub use writer::IndexHandle;
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -36,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_audit",
         include_str!("../../migrations/0004_audit.sql"),
     ),
+    (
+        "0005_verdict_rows",
+        include_str!("../../migrations/0005_verdict_rows.sql"),
+    ),
 ];
 
 /// How long a connection waits for another one's lock before failing.
@@ -49,6 +57,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot create the database folder {path}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no database at {0}: has `simgate serve` run with this config?")]
     Missing(PathBuf),
     #[error("database migration {name} failed")]
@@ -61,21 +75,61 @@ pub enum StoreError {
     TooNew { found: i64, known: usize },
     #[error("database query failed")]
     Sql(#[from] rusqlite::Error),
+    #[error("cannot start a database transaction")]
+    Begin(#[source] Arc<rusqlite::Error>),
     #[error("database commit failed")]
-    Commit(#[source] std::sync::Arc<rusqlite::Error>),
+    Commit(#[source] Arc<rusqlite::Error>),
     #[error("the index writer has stopped")]
     WriterGone,
+    #[error("a database read could not finish")]
+    ReadTask(#[source] tokio::task::JoinError),
+}
+
+/// An open, migrated database connection.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// The queries, on this connection.
+    pub fn db(&self) -> Db<'_> {
+        Db::new(&self.conn)
+    }
+}
+
+/// The queries of the index on one connection: reads anywhere, writes inside the writer
+/// thread's transaction (or a test's). Each table family adds its methods in its own file.
+pub struct Db<'c> {
+    conn: &'c Connection,
+    /// Set by writes to the forward queue, so the writer wakes the forwarders after commit.
+    queue_touched: Cell<bool>,
+}
+
+impl<'c> Db<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Db {
+            conn,
+            queue_touched: Cell::new(false),
+        }
+    }
+
+    /// Whether a write since this `Db` was made changed the forward queue.
+    pub fn queue_touched(&self) -> bool {
+        self.queue_touched.get()
+    }
+
+    fn touch_queue(&self) {
+        self.queue_touched.set(true);
+    }
 }
 
 /// Opens (creating if needed) and migrates the database for the server.
-pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            source: rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!("cannot create folder {}: {e}", dir.display())),
-            ),
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+            path: dir.to_path_buf(),
+            source,
         })?;
     }
     let conn = Connection::open(path).map_err(|source| StoreError::Open {
@@ -87,11 +141,11 @@ pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreErro
         source,
     })?;
     migrate(&conn)?;
-    Ok(conn)
+    Ok(Store { conn })
 }
 
-/// Opens an existing database for the CLI's queries.
-pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+/// Opens an existing database for the CLI.
+pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
@@ -107,7 +161,69 @@ pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     migrate(&conn)?;
-    Ok(conn)
+    Ok(Store { conn })
+}
+
+/// Read-only connections for the HTTP side, opened on demand and kept for the next request.
+/// Every read runs on the blocking pool, never on the async workers.
+#[derive(Debug)]
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Connections kept idle; more may be open at a busy moment, and are closed after use.
+const IDLE_READERS: usize = 4;
+
+impl ReadPool {
+    /// For a database the gateway has opened (and so migrated) already.
+    pub fn new(path: PathBuf) -> ReadPool {
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `work` on a read-only connection.
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = work(&Db::new(&conn));
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(StoreError::ReadTask)?
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(conn);
+        }
+        let open_error = |source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        // A reader that tried to write would be a bug: SQLite refuses it on this connection.
+        conn.pragma_update(None, "query_only", "ON")
+            .map_err(open_error)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
 }
 
 fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
@@ -145,197 +261,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One row of `simgate studies`.
-#[derive(Debug, Clone, Serialize)]
-pub struct StudySummary {
-    pub study_instance_uid: String,
-    pub patient_id: String,
-    pub patient_name: String,
-    pub study_date: String,
-    pub study_description: String,
-    pub station_names: Vec<String>,
-    pub series_count: i64,
-    pub instance_count: i64,
-    pub first_received_at: String,
-    pub last_received_at: String,
-}
-
-/// One series in `simgate study UID`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SeriesSummary {
-    pub series_instance_uid: String,
-    pub series_number: Option<i64>,
-    pub modality: String,
-    pub series_description: String,
-    pub protocol_name: String,
-    pub station_name: String,
-    pub manufacturer: String,
-    pub manufacturer_model_name: String,
-    pub frame_of_reference_uid: String,
-    pub instance_count: i64,
-    pub bytes: i64,
-    pub last_received_at: String,
-    /// The series kind of the site's conventions, '' when none.
-    pub kind: String,
-    /// `conforming`, `nonstandard`, `not-judged`, or '' before any verdict.
-    pub verdict: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CodeRow {
-    pub sequence: String,
-    pub code_value: String,
-    pub coding_scheme_designator: String,
-    pub code_meaning: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StudyDetail {
-    #[serde(flatten)]
-    pub summary: StudySummary,
-    pub accession_number: String,
-    pub study_time: String,
-    pub requested_procedure_description: String,
-    pub procedure_codes: Vec<CodeRow>,
-    pub series: Vec<SeriesSummary>,
-    /// The naming verdict, reasons and status history; absent before the first verdict.
-    pub naming: Option<naming::StudyNaming>,
-}
-
-const STUDY_SUMMARY_SQL: &str = "
-    SELECT s.study_instance_uid, s.patient_id, s.patient_name, s.study_date, s.study_description,
-           (SELECT group_concat(DISTINCT station_name) FROM series
-             WHERE study_instance_uid = s.study_instance_uid AND station_name <> ''),
-           (SELECT count(*) FROM series WHERE study_instance_uid = s.study_instance_uid),
-           (SELECT count(*) FROM instances i JOIN series se USING (series_instance_uid)
-             WHERE se.study_instance_uid = s.study_instance_uid),
-           s.first_received_at, s.last_received_at
-    FROM studies s";
-
-fn study_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<StudySummary> {
-    let stations: Option<String> = row.get(5)?;
-    Ok(StudySummary {
-        study_instance_uid: row.get(0)?,
-        patient_id: row.get(1)?,
-        patient_name: row.get(2)?,
-        study_date: row.get(3)?,
-        study_description: row.get(4)?,
-        station_names: stations
-            .map(|s| s.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        series_count: row.get(6)?,
-        instance_count: row.get(7)?,
-        first_received_at: row.get(8)?,
-        last_received_at: row.get(9)?,
-    })
-}
-
-pub fn study_detail(
-    conn: &Connection,
-    study_instance_uid: &str,
-) -> Result<Option<StudyDetail>, StoreError> {
-    let summary = conn
-        .query_row(
-            &format!("{STUDY_SUMMARY_SQL} WHERE s.study_instance_uid = ?1"),
-            [study_instance_uid],
-            study_summary,
-        )
-        .optional()?;
-    let Some(summary) = summary else {
-        return Ok(None);
-    };
-    let (accession_number, study_time, requested_procedure_description) = conn.query_row(
-        "SELECT accession_number, study_time, requested_procedure_description FROM studies
-         WHERE study_instance_uid = ?1",
-        [study_instance_uid],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
-    let mut stmt = conn.prepare(
-        "SELECT sequence, code_value, coding_scheme_designator, code_meaning
-         FROM study_procedure_codes WHERE study_instance_uid = ?1 ORDER BY rowid",
-    )?;
-    let procedure_codes = stmt
-        .query_map([study_instance_uid], |row| {
-            Ok(CodeRow {
-                sequence: row.get(0)?,
-                code_value: row.get(1)?,
-                coding_scheme_designator: row.get(2)?,
-                code_meaning: row.get(3)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT se.series_instance_uid, se.series_number, se.modality, se.series_description,
-                se.protocol_name, se.station_name, se.manufacturer, se.manufacturer_model_name,
-                se.frame_of_reference_uid, count(i.sop_instance_uid), coalesce(sum(i.file_size), 0),
-                se.last_received_at, se.kind, se.verdict
-         FROM series se LEFT JOIN instances i USING (series_instance_uid)
-         WHERE se.study_instance_uid = ?1
-         GROUP BY se.series_instance_uid
-         ORDER BY se.series_number IS NULL, se.series_number, se.first_received_at",
-    )?;
-    let series = stmt
-        .query_map(params![study_instance_uid], |row| {
-            Ok(SeriesSummary {
-                series_instance_uid: row.get(0)?,
-                series_number: row.get(1)?,
-                modality: row.get(2)?,
-                series_description: row.get(3)?,
-                protocol_name: row.get(4)?,
-                station_name: row.get(5)?,
-                manufacturer: row.get(6)?,
-                manufacturer_model_name: row.get(7)?,
-                frame_of_reference_uid: row.get(8)?,
-                instance_count: row.get(9)?,
-                bytes: row.get(10)?,
-                last_received_at: row.get(11)?,
-                kind: row.get(12)?,
-                verdict: row.get(13)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(StudyDetail {
-        summary,
-        accession_number,
-        study_time,
-        requested_procedure_description,
-        procedure_codes,
-        series,
-        naming: naming::study_naming(conn, study_instance_uid)?,
-    }))
-}
-
-/// One stored instance, as the tests look it up.
-#[cfg(test)]
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceRow {
-    pub sop_instance_uid: String,
-    pub series_instance_uid: String,
-    pub sop_class_uid: String,
-    pub transfer_syntax_uid: String,
-    pub file_path: String,
-    pub content_hash: String,
-    pub file_size: i64,
-}
-
-#[cfg(test)]
-pub fn instances(conn: &Connection) -> Result<Vec<InstanceRow>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT sop_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
-                file_path, content_hash, file_size FROM instances ORDER BY rowid",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        Ok(InstanceRow {
-            sop_instance_uid: row.get(0)?,
-            series_instance_uid: row.get(1)?,
-            sop_class_uid: row.get(2)?,
-            transfer_syntax_uid: row.get(3)?,
-            file_path: row.get(4)?,
-            content_hash: row.get(5)?,
-            file_size: row.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Splits a `group_concat` column back into its values.
+fn split_list(text: Option<String>) -> Vec<String> {
+    text.map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -346,7 +275,8 @@ mod tests {
     fn migrations_apply_to_a_fresh_database_and_are_not_reapplied() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("simgate.db");
-        let conn = open(&path, Durability::Fsync).expect("open");
+        let store = open(&path, Durability::Fsync).expect("open");
+        let conn = &store.conn;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
@@ -371,6 +301,9 @@ mod tests {
             "study_reasons",
             "forward_queue",
             "audit_log",
+            "study_findings",
+            "study_suggestions",
+            "study_evidence",
         ] {
             assert!(
                 tables.iter().any(|t| t == table),
@@ -385,9 +318,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert!(problems.is_empty());
-        drop(conn);
+        drop(store);
         // Opening again runs nothing new and keeps the version.
-        let conn = open(&path, Durability::Os).expect("reopen");
+        let store = open(&path, Durability::Os).expect("reopen");
+        let conn = &store.conn;
         let again: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
@@ -397,7 +331,8 @@ mod tests {
     #[test]
     fn pragmas_are_in_force_when_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = open(&dir.path().join("simgate.db"), Durability::Fsync).expect("open");
+        let store = open(&dir.path().join("simgate.db"), Durability::Fsync).expect("open");
+        let conn = &store.conn;
         let journal: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .expect("journal");
@@ -415,6 +350,7 @@ mod tests {
         assert_eq!(synchronous, 2, "FULL");
         assert_eq!(foreign_keys, 1);
         let os = open(&dir.path().join("os.db"), Durability::Os).expect("open");
+        let os = &os.conn;
         let synchronous: i64 = os
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .expect("sync");
@@ -425,12 +361,75 @@ mod tests {
     fn a_database_from_a_newer_simgate_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("simgate.db");
-        let conn = open(&path, Durability::Os).expect("open");
-        conn.pragma_update(None, "user_version", 99).expect("bump");
-        drop(conn);
+        let store = open(&path, Durability::Os).expect("open");
+        store
+            .conn
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        drop(store);
         assert!(matches!(
             open(&path, Durability::Os),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn verdicts_stored_as_json_by_an_older_simgate_move_to_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join("simgate.db")).expect("open");
+        for (_, sql) in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).expect("older migration");
+        }
+        conn.pragma_update(None, "user_version", 4)
+            .expect("version");
+        conn.execute_batch(
+            r#"INSERT INTO studies (study_instance_uid, first_received_at, last_received_at)
+                 VALUES ('1.2', 't', 't');
+               INSERT INTO study_verdicts (study_instance_uid, status, findings, suggestions,
+                   rt_planning, evidence, evaluated_at)
+                 VALUES ('1.2', 'needs-reason',
+                   '[{"code":"study-name-nonstandard","subject":"LUNG SIM","detail":"no match"}]',
+                   '[{"scheme":"radlex","code":"RPID6008","name":"CT Treatment Planning Complex","score":0.41},
+                     {"scheme":"radlex","code":"RPID6010","name":"CT Treatment Planning Simple","score":0.4}]',
+                   1, '[{"kind":"planning-name","detail":"SIM"}]', 't');"#,
+        )
+        .expect("an older verdict");
+        migrate(&conn).expect("migrate");
+        let naming = Db::new(&conn)
+            .study_detail("1.2")
+            .expect("detail")
+            .expect("study")
+            .naming
+            .expect("verdict");
+        assert_eq!(naming.items.findings[0].subject, "LUNG SIM");
+        let codes: Vec<&str> = naming
+            .items
+            .suggestions
+            .iter()
+            .map(|s| s.code.as_str())
+            .collect();
+        assert_eq!(codes, ["RPID6008", "RPID6010"], "order kept");
+        assert_eq!(naming.items.suggestions[0].score, 0.41);
+        assert_eq!(naming.items.evidence[0].kind, "planning-name");
+        assert!(naming.rt_planning);
+    }
+
+    #[tokio::test]
+    async fn read_pool_connections_refuse_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("simgate.db");
+        drop(open(&path, Durability::Os).expect("create"));
+        let pool = Arc::new(ReadPool::new(path));
+        let write = pool
+            .read(|db| {
+                Ok(db
+                    .conn
+                    .execute("DELETE FROM studies", [])
+                    .map_err(StoreError::Sql))
+            })
+            .await
+            .expect("read runs");
+        assert!(write.is_err(), "a pooled reader wrote");
+        assert_eq!(pool.read(|db| db.study_count()).await.expect("read"), 0);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use simgate::synth::{self, StudySpec};
+use simgate_synth::{self as synth, StudySpec};
 use tempfile::TempDir;
 
 use crate::support::{App, DEADLINE, assert_success, free_port};

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use simgate::synth::{self, StudySpec};
+use simgate_synth::{self as synth, StudySpec};
 
 use crate::support::{App, assert_success};
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use simgate::synth::{self, StudySpec};
+use simgate_synth::{self as synth, StudySpec};
 
 use crate::support::{
     App, DEADLINE, assert_success, dataset_bytes, dcmtk, files_below, spawn_lines, text,

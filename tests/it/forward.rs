@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use simgate::synth::{self, StudySpec, WrittenStudy};
+use simgate_synth::{self as synth, StudySpec, WrittenStudy};
 
 use crate::support::{App, DEADLINE, Storescp, assert_success, dataset_bytes, free_port};
 

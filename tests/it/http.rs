@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use simgate::synth::StudySpec;
+use simgate_synth::StudySpec;
 
 use crate::support::{App, assert_success};
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use simgate::synth::{self, StudySpec};
+use simgate_synth::{self as synth, StudySpec};
 
 use crate::support::{
     App, ReferenceScp, assert_success, dataset_bytes, dcmtk, text, transfer_syntax,

@@ -21,6 +21,8 @@ pub struct App {
     pub http_port: u16,
     child: Option<Child>,
     starts: u32,
+    /// Environment variables for the simgate process.
+    env: Vec<(String, String)>,
 }
 
 impl App {
@@ -41,6 +43,17 @@ impl App {
         storage_extra: &str,
         naming_extra: &str,
         http_extra: &str,
+    ) -> App {
+        Self::spawn_env(listener_extra, storage_extra, naming_extra, http_extra, &[])
+    }
+
+    /// As [`spawn_full`](Self::spawn_full), with environment variables for simgate.
+    pub fn spawn_env(
+        listener_extra: &str,
+        storage_extra: &str,
+        naming_extra: &str,
+        http_extra: &str,
+        env: &[(&str, &str)],
     ) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("simgate.toml");
@@ -65,6 +78,10 @@ impl App {
             http_port: 0,
             child: None,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         app.start();
         app
@@ -95,6 +112,7 @@ impl App {
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .env("RUST_LOG", "info,simgate=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -205,9 +223,9 @@ impl App {
     }
 
     /// Generates a study from `spec`, sends it with storescu, returns its Study Instance UID.
-    pub fn send_study(&self, spec: &simgate::synth::StudySpec) -> String {
+    pub fn send_study(&self, spec: &simgate_synth::StudySpec) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
-        let study = simgate::synth::write_study(spec, dir.path()).expect("generate");
+        let study = simgate_synth::write_study(spec, dir.path()).expect("generate");
         let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
         assert_success(&self.storescu(&paths), "storescu");
         study.study_instance_uid
@@ -261,6 +279,15 @@ impl Drop for App {
 }
 
 /// A DCMTK tool with Nagle disabled (DCMTK leaves it on otherwise: ~45 ms per message).
+/// A `[[http.users]]` entry for `name`; nobody signs in with it (the hash matches no password),
+/// but it makes `name` a configured user, e.g. the author of a reason documented with the CLI.
+pub fn configured_user(name: &str, role: &str) -> String {
+    format!(
+        "[[http.users]]\nname = {name:?}\nrole = \"{role}\"\n\
+         password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2ltZ2F0ZXRlc3Q$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+    )
+}
+
 pub fn dcmtk(tool: &str) -> Command {
     let mut cmd = Command::new(tool);
     cmd.env("TCP_NODELAY", "1");

@@ -1,5 +1,5 @@
 //! The header of a received instance: the attributes simgate indexes and judges, read with
-//! dicom-object from the bounded, length-checked bytes that [`crate::scan`] copied.
+//! dicom-object from the bounded, length-checked bytes that [`scan`](super::scan) copied.
 //!
 //! [`InstanceHeader`] is what the receive path hands to every later stage (index, naming,
 //! forwarding): they never re-read the file.
@@ -11,16 +11,10 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::Serialize;
 
-use crate::dimse::is_valid_uid;
-use crate::scan::{self, Encoding};
-
-/// One item of a code sequence (PS3.3 8.8).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CodeItem {
-    pub code_value: String,
-    pub coding_scheme_designator: String,
-    pub code_meaning: String,
-}
+use super::scan;
+use crate::dicom::CodeItem;
+use crate::dicom::transfer_syntax::Encoding;
+use crate::dicom::uid::is_valid_uid;
 
 /// What simgate keeps of each instance's header. Missing attributes are empty strings (or
 /// `None` for numbers), as DICOM type 2 attributes would be.

@@ -1,6 +1,7 @@
 //! One C-STORE, from its command to its status: the data set bytes are walked as they arrive
-//! ([`scan`]), written to the partial file and hashed as they arrive,
-//! made durable ([`spool`]), indexed ([`store`]), and only then answered with success.
+//! ([`scan`](super::scan)), written to the partial file and hashed as they arrive, made
+//! durable ([`spool`](crate::spool)), recorded with its verdict and queue rows
+//! ([`Service::record_instance`]), and only then answered with success.
 //! Every failure becomes a DIMSE failure status with a reason; nothing fails silently.
 
 use std::net::SocketAddr;
@@ -9,18 +10,22 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::header::InstanceHeader;
+use super::scan::DatasetScanner;
 use crate::config::ReloadablePolicy;
-use crate::dimse::Status;
-use crate::header::InstanceHeader;
-use crate::scan::{DatasetScanner, Encoding};
-use crate::spool::{PartTenMeta, PartialFile, Spool, SpoolError, StoredFile};
-use crate::store::{IndexHandle, IndexedInstance, RecordOutcome};
+use crate::dicom::dimse::Status;
+use crate::dicom::part10::PartTenMeta;
+use crate::dicom::transfer_syntax::Encoding;
+use crate::error_chain;
+use crate::service::Service;
+use crate::spool::{PartialFile, Spool, SpoolError, StoredFile};
+use crate::store::instances::{IndexedInstance, RecordOutcome};
 
 /// What the receive path shares across associations.
 #[derive(Debug, Clone)]
 pub struct ReceiveContext {
     pub spool: Arc<Spool>,
-    pub index: IndexHandle,
+    pub service: Service,
     pub policy: watch::Receiver<Arc<ReloadablePolicy>>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -261,13 +266,13 @@ impl InstanceReceiver {
             calling_ae_title: self.origin.calling_ae_title.clone(),
             called_ae_title: self.origin.called_ae_title.clone(),
             peer_address: self.origin.peer.to_string(),
-            received_at: now_rfc3339(),
+            received_at: crate::clock::now_rfc3339(),
             file_size: stored.file_size,
             file_path: stored.relative_path.clone(),
             content_hash,
         };
         let persisted_at = std::time::Instant::now();
-        let outcome = match self.context.index.record(instance).await {
+        let outcome = match self.context.service.record_instance(instance).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(cause = %error_chain(&e), "cannot index instance");
@@ -363,21 +368,4 @@ fn joined<T>(
             source: std::io::Error::other(join.to_string()),
         }),
     }
-}
-
-/// The current time as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// An error and all its causes on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

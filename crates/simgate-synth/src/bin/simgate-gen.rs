@@ -1,10 +1,10 @@
-//! `simgate-gen`: writes synthetic CT-simulator studies (`simgate::synth`) for tests and the benchmark.
+//! `simgate-gen`: writes synthetic CT-simulator studies (`simgate_synth`) for tests and the benchmark.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use simgate::synth::{StudySpec, WrittenStudy, write_study};
+use simgate_synth::{StudySpec, WrittenStudy, write_study};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -2,7 +2,7 @@
 
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::scan::Encoding;
+use super::transfer_syntax::Encoding;
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 
@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn every_listed_class_is_a_valid_uid() {
         for (uid, _) in STORAGE_SOP_CLASSES {
-            assert!(crate::dimse::is_valid_uid(uid), "{uid}");
+            assert!(crate::dicom::uid::is_valid_uid(uid), "{uid}");
         }
     }
 }

@@ -5,54 +5,7 @@
 
 use std::fmt;
 
-/// Transfer syntax properties the walk needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Encoding {
-    pub explicit_vr: bool,
-    pub big_endian: bool,
-}
-
-impl Encoding {
-    pub const IMPLICIT_VR_LITTLE_ENDIAN: Encoding = Encoding {
-        explicit_vr: false,
-        big_endian: false,
-    };
-    pub const EXPLICIT_VR_LITTLE_ENDIAN: Encoding = Encoding {
-        explicit_vr: true,
-        big_endian: false,
-    };
-
-    /// The encoding of a data set in the given transfer syntax, or `None` when the data set
-    /// itself is transformed (deflate) and cannot be walked.
-    pub fn of_transfer_syntax(uid: &str) -> Option<Encoding> {
-        match uid {
-            "1.2.840.10008.1.2" => Some(Self::IMPLICIT_VR_LITTLE_ENDIAN),
-            "1.2.840.10008.1.2.2" => Some(Encoding {
-                explicit_vr: true,
-                big_endian: true,
-            }),
-            // Deflated Explicit VR Little Endian and JPIP Referenced Deflate.
-            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
-            _ => Some(Self::EXPLICIT_VR_LITTLE_ENDIAN),
-        }
-    }
-
-    fn u16(self, b: &[u8]) -> u16 {
-        if self.big_endian {
-            u16::from_be_bytes([b[0], b[1]])
-        } else {
-            u16::from_le_bytes([b[0], b[1]])
-        }
-    }
-
-    fn u32(self, b: &[u8]) -> u32 {
-        if self.big_endian {
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-        } else {
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        }
-    }
-}
+use crate::dicom::transfer_syntax::Encoding;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tag(pub u16, pub u16);

@@ -1,18 +1,17 @@
 //! Loads what the naming verdicts are judged against: the built-in standard names and the
 //! series rules from their files, imported playbooks from the database, and the policy from
-//! the config. The judging itself is in the pure [`crate::naming`] module.
+//! the config. The judging itself is in the pure [`crate::naming`] module. Blocking: call it
+//! where file and SQLite work may wait (the blocking pool, the CLI).
 
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::config::NamingConfig;
 use crate::naming::playbook::{self, Playbook, PlaybookError};
 use crate::naming::series::RulesError;
 use crate::naming::{Naming, NamingPolicy, Nomenclature, SchemeDesignators, SeriesRules};
-use crate::store::{self, StoreError};
+use crate::store::{Db, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesLoadError {
@@ -30,8 +29,6 @@ pub enum RulesLoadError {
         #[source]
         source: RulesError,
     },
-    #[error("naming.planning_patterns: {0}")]
-    Pattern(#[from] regex::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -63,8 +60,9 @@ pub fn read_playbook(path: &Path) -> Result<PlaybookFile, RulesLoadError> {
 }
 
 /// The shipped files, built in: used when the config names no file of its own.
-const EMBEDDED_STANDARD_NAMES: &[u8] = include_bytes!("../config/nomenclature/standard-names.csv");
-const EMBEDDED_SERIES_RULES: &str = include_str!("../config/nomenclature/series-rules.toml");
+const EMBEDDED_STANDARD_NAMES: &[u8] =
+    include_bytes!("../../config/nomenclature/standard-names.csv");
+const EMBEDDED_SERIES_RULES: &str = include_str!("../../config/nomenclature/series-rules.toml");
 
 fn builtin_playbook(config: &NamingConfig) -> Result<Playbook, RulesLoadError> {
     match &config.builtin_nomenclature {
@@ -93,17 +91,13 @@ fn series_rules(config: &NamingConfig) -> Result<SeriesRules, RulesLoadError> {
     SeriesRules::parse(&text).map_err(|source| RulesLoadError::Rules { path, source })
 }
 
-/// Builds the naming rules: built-in names, then imported ones (which win on the same code).
-pub fn load(config: &NamingConfig, conn: &Connection) -> Result<Naming, RulesLoadError> {
+/// Builds the naming rules: built-in names, then imported ones; every source's names match.
+pub fn load(config: &NamingConfig, db: &Db<'_>) -> Result<Naming, RulesLoadError> {
     let builtin = builtin_playbook(config)?;
-    let imported = store::naming::imported_names(conn)?;
+    let imported = db.imported_names()?;
     let nomenclature = Nomenclature::new(builtin.names.into_iter().chain(imported));
     let rules = series_rules(config)?;
-    let planning_patterns = config
-        .planning_patterns
-        .iter()
-        .map(|p| Regex::new(p))
-        .collect::<Result<_, _>>()?;
+    let planning_patterns = config.planning_patterns.clone();
     Ok(Naming {
         nomenclature,
         rules,

@@ -1,6 +1,6 @@
 //! One association, after the listener accepted the TCP connection: negotiation, then PDUs
 //! are reassembled into DIMSE messages (command PDVs until the last fragment, then data PDVs),
-//! each message is handled (C-ECHO, C-STORE through [`receive`]) and answered, and A-RELEASE
+//! each message is handled (C-ECHO, C-STORE through [`receive`](super::receive)) and answered, and A-RELEASE
 //! or A-ABORT ends it. One log line per association at info level.
 
 use std::collections::BTreeSet;
@@ -11,7 +11,7 @@ use std::time::Instant;
 use dicom_ul::Pdu;
 use dicom_ul::association::Association;
 use dicom_ul::association::server::{
-    AccessControl, AsyncServerAssociation, ServerAssociationOptions,
+    AccessControl, AsyncServerAssociation, DefaultNegotiation, ServerAssociationOptions,
 };
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextNegotiated,
@@ -20,19 +20,21 @@ use dicom_ul::pdu::{
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AeTitle, ListenerConfig};
-use crate::dimse::{self, Command, Response, Status, command_field};
-use crate::receive::{
+use super::receive::{
     InstanceReceiver, Origin, ReceiveContext, StoreRequest, StoreResult, check_reserve,
 };
-use crate::sop_classes::{self, VERIFICATION};
-use crate::store::RecordOutcome;
+use crate::config::{AeTitle, ListenerConfig};
+use crate::dicom::dimse::{Command, CommandError, Response, Status, command_field};
+use crate::dicom::sop_classes::{self, VERIFICATION};
+use crate::dicom::uid::{is_valid_uid, trim_uid};
+use crate::store::instances::RecordOutcome;
 
 /// Command sets are a few hundred bytes; anything this large is not one.
 const MAX_COMMAND_SET: usize = 64 * 1024;
 
 /// Checks the AE titles of an association request against the configuration.
-struct AeTitlePolicy {
+#[derive(Debug, Clone)]
+pub struct AeTitlePolicy {
     require_called_ae_title: bool,
     allowed_calling_ae_titles: BTreeSet<AeTitle>,
 }
@@ -69,12 +71,41 @@ struct Tally {
     bytes: u64,
 }
 
+/// Why simgate aborts an association: the peer broke the protocol, or the link failed.
+#[derive(Debug, thiserror::Error)]
+enum AbortReason {
+    #[error("command set larger than {MAX_COMMAND_SET} bytes")]
+    CommandTooLarge,
+    #[error("invalid command set")]
+    InvalidCommand(#[source] CommandError),
+    #[error("data set fragment on another presentation context")]
+    DataOnAnotherContext,
+    #[error("data set fragment without a command")]
+    DataWithoutCommand,
+    #[error("command fragment in the middle of a data set")]
+    CommandInsideDataSet,
+    #[error("message on presentation context {0}, which was not accepted")]
+    ContextNotAccepted(u8),
+    #[error("C-ECHO-RQ announces a data set")]
+    EchoWithDataSet,
+    #[error("C-STORE-RQ without a data set")]
+    StoreWithoutDataSet,
+    #[error("unsupported DIMSE command 0x{0:04X}")]
+    UnsupportedCommand(u16),
+    #[error("unexpected PDU: {0}")]
+    UnexpectedPdu(String),
+    #[error("cannot send response")]
+    Send(#[source] dicom_ul::association::Error),
+    #[error(transparent)]
+    Link(dicom_ul::association::Error),
+}
+
 /// How an association ended.
 #[derive(Debug)]
 enum Ending {
     Released,
     AbortedByPeer,
-    AbortedByUs(String),
+    AbortedByUs(AbortReason),
     Shutdown,
     ConnectionLost(String),
 }
@@ -84,45 +115,56 @@ impl std::fmt::Display for Ending {
         match self {
             Ending::Released => f.write_str("released"),
             Ending::AbortedByPeer => f.write_str("aborted by peer"),
-            Ending::AbortedByUs(why) => write!(f, "aborted: {why}"),
+            Ending::AbortedByUs(why) => write!(f, "aborted: {}", crate::error_chain(why)),
             Ending::Shutdown => f.write_str("aborted: simgate is shutting down"),
             Ending::ConnectionLost(why) => write!(f, "connection lost: {why}"),
         }
     }
 }
 
-/// Negotiates and serves one association to its end.
-pub async fn serve(
-    socket: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<ListenerConfig>,
-    context: ReceiveContext,
-    shutdown: CancellationToken,
-) {
-    let started = Instant::now();
-    let allowed_calling_ae_titles = context.policy.borrow().allowed_calling_ae_titles.clone();
+/// What an association request is negotiated against; built once per configuration (again
+/// after SIGHUP changes the calling AE allow-list), shared by every association.
+pub type Negotiation = ServerAssociationOptions<'static, AeTitlePolicy, DefaultNegotiation>;
+
+/// The negotiation options: AE title checks, PDU size, timeouts, and every SOP class and
+/// transfer syntax simgate accepts.
+pub fn negotiation(
+    listener: &ListenerConfig,
+    allowed_calling_ae_titles: BTreeSet<AeTitle>,
+) -> Negotiation {
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(AeTitlePolicy {
             require_called_ae_title: listener.require_called_ae_title,
             allowed_calling_ae_titles,
         })
-        .ae_title(listener.ae_title.as_str())
         .max_pdu_length(listener.max_pdu_length)
         .strict(true)
         .read_timeout(listener.idle_timeout)
         .write_timeout(listener.write_timeout)
+        .ae_title(listener.ae_title.as_str().to_string())
         .with_abstract_syntax(VERIFICATION);
     for (uid, _) in sop_classes::STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
     for uid in &listener.extra_sop_classes {
-        options = options.with_abstract_syntax(uid.as_str());
+        options = options.with_abstract_syntax(uid.clone());
     }
     for uid in sop_classes::accepted_transfer_syntaxes() {
         options = options.with_transfer_syntax(uid);
     }
+    options
+}
 
-    let association = match options.establish_async(socket).await {
+/// Negotiates and serves one association to its end.
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    negotiation: Arc<Negotiation>,
+    context: ReceiveContext,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    let association = match negotiation.establish_async(socket).await {
         Ok(association) => association,
         Err(e) => {
             let cause = match &e {
@@ -132,7 +174,7 @@ pub async fn serve(
                 _ => "association-setup-failed".to_string(),
             };
             context.metrics.rejection(&cause);
-            tracing::info!(%peer, cause = %crate::receive::error_chain(&e), "association refused");
+            tracing::info!(%peer, cause = %crate::error_chain(&e), "association refused");
             return;
         }
     };
@@ -234,20 +276,18 @@ impl Session {
                 }
                 Ok(Pdu::AbortRQ { .. }) => return Ending::AbortedByPeer,
                 Ok(other) => {
-                    return Ending::AbortedByUs(format!(
-                        "unexpected PDU: {}",
-                        other.short_description()
+                    return Ending::AbortedByUs(AbortReason::UnexpectedPdu(
+                        other.short_description().to_string(),
                     ));
                 }
                 Err(e) => {
-                    let why = crate::receive::error_chain(&e);
                     return match e {
                         dicom_ul::association::Error::ConnectionClosed { .. } => {
-                            Ending::ConnectionLost(why)
+                            Ending::ConnectionLost(crate::error_chain(&e))
                         }
                         // Malformed or oversized PDUs, and the idle timeout: an A-ABORT tells
                         // the peer, as the ARTIM expiry would (PS3.8 9.1.5).
-                        _ => Ending::AbortedByUs(why),
+                        _ => Ending::AbortedByUs(AbortReason::Link(e)),
                     };
                 }
             };
@@ -265,18 +305,17 @@ impl Session {
         &mut self,
         incoming: Incoming,
         value: PDataValue,
-    ) -> Result<Incoming, String> {
+    ) -> Result<Incoming, AbortReason> {
         match (incoming, value.value_type) {
             (Incoming::Command(mut buffer), PDataValueType::Command) => {
                 if buffer.len() + value.data.len() > MAX_COMMAND_SET {
-                    return Err(format!("command set larger than {MAX_COMMAND_SET} bytes"));
+                    return Err(AbortReason::CommandTooLarge);
                 }
                 buffer.extend_from_slice(&value.data);
                 if !value.is_last {
                     return Ok(Incoming::Command(buffer));
                 }
-                let command =
-                    Command::decode(&buffer).map_err(|e| format!("invalid command set: {e}"))?;
+                let command = Command::decode(&buffer).map_err(AbortReason::InvalidCommand)?;
                 self.handle_command(value.presentation_context_id, command)
                     .await
             }
@@ -290,7 +329,7 @@ impl Session {
                 PDataValueType::Data,
             ) => {
                 if value.presentation_context_id != presentation_context_id {
-                    return Err("data set fragment on another presentation context".into());
+                    return Err(AbortReason::DataOnAnotherContext);
                 }
                 receiver.feed(value.data).await;
                 if !value.is_last {
@@ -318,7 +357,7 @@ impl Session {
                 PDataValueType::Data,
             ) => {
                 if value.presentation_context_id != presentation_context_id {
-                    return Err("data set fragment on another presentation context".into());
+                    return Err(AbortReason::DataOnAnotherContext);
                 }
                 let bytes = bytes + value.data.len() as u64;
                 if !value.is_last {
@@ -341,12 +380,8 @@ impl Session {
                     .await?;
                 Ok(Incoming::Command(Vec::new()))
             }
-            (Incoming::Command(_), PDataValueType::Data) => {
-                Err("data set fragment without a command".into())
-            }
-            (_, PDataValueType::Command) => {
-                Err("command fragment in the middle of a data set".into())
-            }
+            (Incoming::Command(_), PDataValueType::Data) => Err(AbortReason::DataWithoutCommand),
+            (_, PDataValueType::Command) => Err(AbortReason::CommandInsideDataSet),
         }
     }
 
@@ -361,18 +396,16 @@ impl Session {
         &mut self,
         presentation_context_id: u8,
         command: Command,
-    ) -> Result<Incoming, String> {
+    ) -> Result<Incoming, AbortReason> {
         let Some(context) = self.presentation_context(presentation_context_id) else {
-            return Err(format!(
-                "message on presentation context {presentation_context_id}, which was not accepted"
-            ));
+            return Err(AbortReason::ContextNotAccepted(presentation_context_id));
         };
         let abstract_syntax = trim_uid(&context.abstract_syntax).to_string();
         let transfer_syntax_uid = trim_uid(&context.transfer_syntax).to_string();
         match command.command_field {
             command_field::C_ECHO_RQ => {
                 if command.has_data_set() {
-                    return Err("C-ECHO-RQ announces a data set".into());
+                    return Err(AbortReason::EchoWithDataSet);
                 }
                 self.tally.echoes += 1;
                 self.context.metrics.echo();
@@ -390,7 +423,7 @@ impl Session {
             }
             command_field::C_STORE_RQ => {
                 if !command.has_data_set() {
-                    return Err("C-STORE-RQ without a data set".into());
+                    return Err(AbortReason::StoreWithoutDataSet);
                 }
                 let request = StoreRequest {
                     affected_sop_class_uid: command
@@ -403,7 +436,7 @@ impl Session {
                         .unwrap_or_default(),
                     transfer_syntax_uid,
                 };
-                let refusal = if !dimse::is_valid_uid(&request.affected_sop_instance_uid) {
+                let refusal = if !is_valid_uid(&request.affected_sop_instance_uid) {
                     Some((
                         Status::INVALID_IDENTIFIERS,
                         "Affected SOP Instance UID is missing or not a valid UID".to_string(),
@@ -437,7 +470,7 @@ impl Session {
                     },
                 })
             }
-            other => Err(format!("unsupported DIMSE command 0x{other:04X}")),
+            other => Err(AbortReason::UnsupportedCommand(other)),
         }
     }
 
@@ -447,7 +480,7 @@ impl Session {
         message_id: u16,
         request: &StoreRequest,
         result: &StoreResult,
-    ) -> Result<(), String> {
+    ) -> Result<(), AbortReason> {
         self.tally.bytes += result.data_set_bytes;
         use crate::metrics::InstanceOutcome;
         let outcome = match &result.outcome {
@@ -505,7 +538,7 @@ impl Session {
         &mut self,
         presentation_context_id: u8,
         data: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AbortReason> {
         let pdu = Pdu::PData {
             data: vec![PDataValue {
                 presentation_context_id,
@@ -514,13 +547,6 @@ impl Session {
                 data,
             }],
         };
-        self.association
-            .send(&pdu)
-            .await
-            .map_err(|e| format!("cannot send response: {e}"))
+        self.association.send(&pdu).await.map_err(AbortReason::Send)
     }
-}
-
-fn trim_uid(uid: &str) -> &str {
-    uid.trim_end_matches(['\0', ' '])
 }

@@ -1,0 +1,263 @@
+//! The composition root: `simgate serve` loads the config, opens the spool and the index,
+//! starts the index writer, the forwarders, retention, the HTTP side and the DICOM listener,
+//! handles signals (SIGTERM and Ctrl-C drain and stop; SIGHUP reloads), and stops them in
+//! order. [`run`] takes already-bound listeners and a cancellation token, so a test can bind
+//! port 0 and stop it at will.
+
+mod retention;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError, ReloadablePolicy};
+use crate::error_chain;
+use crate::metrics::Metrics;
+use crate::naming::Naming;
+use crate::scp::receive::ReceiveContext;
+use crate::service::Service;
+use crate::service::rules::{self, RulesLoadError};
+use crate::spool::{Spool, SpoolError};
+use crate::store::{self, IndexHandle, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the storage folder")]
+    Spool(#[from] SpoolError),
+    #[error("cannot open the database")]
+    Store(#[from] StoreError),
+    #[error("cannot start the index writer")]
+    Thread(#[source] std::io::Error),
+    #[error("cannot load the naming rules")]
+    Rules(#[from] RulesLoadError),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Jobs in the index writer's queue; beyond this, receivers wait (backpressure).
+const INDEX_QUEUE: usize = 1024;
+
+/// `simgate serve`: loads the config, binds, handles signals and runs until stopped.
+pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
+    let config = Arc::new(Config::load(&config_path)?);
+    let bind = |address: SocketAddr| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| AppError::Bind { address, source })
+    };
+    let listener = bind(config.listener.bind).await?;
+    let http_listener = match config.http.bind {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    let (policy_tx, policy) = watch::channel(Arc::new(config.reloadable_policy()));
+    let naming = tokio::task::spawn_blocking({
+        let config = Arc::clone(&config);
+        move || load_naming(&config)
+    })
+    .await
+    .map_err(|e| AppError::Thread(std::io::Error::other(e)))??;
+    tracing::info!(
+        standard_names = naming.nomenclature.len(),
+        series_kinds = naming.rules.kinds().len(),
+        "naming rules loaded"
+    );
+    let (naming_tx, naming) = watch::channel(Arc::new(naming));
+    let shutdown = CancellationToken::new();
+    spawn_signal_handlers(config_path, policy_tx, naming_tx, shutdown.clone())?;
+    run(listener, http_listener, config, policy, naming, shutdown).await
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then drains associations within the
+/// configured deadline.
+pub async fn run(
+    listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    config: Arc<Config>,
+    policy: watch::Receiver<Arc<ReloadablePolicy>>,
+    naming: watch::Receiver<Arc<Naming>>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::default());
+    let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
+    let database = config.storage.database_path();
+    let store = store::open(&database, config.storage.durability)?;
+    let (queue_changed_tx, queue_changed) = watch::channel(0u64);
+    let (index, writer_thread) =
+        IndexHandle::spawn(store, INDEX_QUEUE, queue_changed_tx).map_err(AppError::Thread)?;
+    let service = Service::new(index.clone(), Arc::clone(&config), naming);
+    let tracker = TaskTracker::new();
+
+    crate::forward::start(crate::forward::Shared {
+        config: &config,
+        index: &index,
+        queue_changed: &queue_changed,
+        shutdown: &shutdown,
+        tracker: &tracker,
+        metrics: &metrics,
+    })
+    .await?;
+    tracker.spawn(retention::run(
+        Arc::clone(&spool),
+        index.clone(),
+        config.storage.retention,
+        shutdown.clone(),
+    ));
+    if let Some(http) = http_listener {
+        let state = crate::http::AppState::new(
+            service.clone(),
+            Arc::new(store::ReadPool::new(database)),
+            Arc::clone(&spool),
+            Arc::clone(&metrics),
+        );
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = crate::http::serve(http, state, stop).await {
+                tracing::error!(cause = %error_chain(&e), "HTTP server stopped");
+            }
+        });
+    }
+    drop(index);
+    let local = listener.local_addr().map_err(|source| AppError::Bind {
+        address: config.listener.bind,
+        source,
+    })?;
+    // Tests and scripts wait for this line: everything is open by now.
+    tracing::info!(
+        address = %local,
+        ae_title = %config.listener.ae_title,
+        storage = %config.storage.dir.display(),
+        durability = ?config.storage.durability,
+        "DICOM listener ready"
+    );
+    let context = ReceiveContext {
+        spool,
+        service,
+        metrics,
+        policy,
+    };
+    crate::scp::listen(
+        listener,
+        Arc::new(config.listener.clone()),
+        context,
+        shutdown,
+        tracker.clone(),
+    )
+    .await;
+
+    tracing::info!(
+        associations = tracker.len(),
+        deadline_s = config.listener.shutdown_deadline.as_secs(),
+        "shutting down: no new associations; finishing the ones in progress"
+    );
+    tracker.close();
+    if tokio::time::timeout(config.listener.shutdown_deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown deadline passed; leaving unfinished associations"
+        );
+        return Ok(());
+    }
+    // Every handle is gone: the writer finishes its last batch and stops.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens (and migrates) the database to read imported playbooks, then loads the rules.
+/// Blocking: file and SQLite work.
+fn load_naming(config: &Config) -> Result<Naming, AppError> {
+    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
+    Ok(rules::load(&config.naming, &store.db())?)
+}
+
+fn spawn_signal_handlers(
+    config_path: PathBuf,
+    policy: watch::Sender<Arc<ReloadablePolicy>>,
+    naming: watch::Sender<Arc<Naming>>,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(AppError::Signals)?;
+    let config_path: Arc<Path> = Arc::from(config_path);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); }
+                _ = interrupt.recv() => { tracing::info!("interrupt received"); shutdown.cancel(); }
+                _ = hangup.recv() => {
+                    // Reading files and SQLite blocks: never on an async worker.
+                    let path = Arc::clone(&config_path);
+                    match tokio::task::spawn_blocking(move || reload(&path)).await {
+                        Ok(Some((next_policy, next_naming))) => {
+                            let naming_rules = if next_naming.is_some() { "reloaded" } else { "kept" };
+                            let (reserve_free_bytes, calling, peers) = (
+                                next_policy.reserve_free_bytes,
+                                next_policy.allowed_calling_ae_titles.len(),
+                                next_policy.allowed_peer_addresses.len(),
+                            );
+                            policy.send_replace(next_policy);
+                            if let Some(next_naming) = next_naming {
+                                naming.send_replace(next_naming);
+                            }
+                            // Tests wait for this line: the new values are in force by now.
+                            tracing::info!(
+                                reserve_free_bytes,
+                                allowed_calling_ae_titles = calling,
+                                allowed_peer_addresses = peers,
+                                naming_rules,
+                                "configuration reloaded"
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(cause = %e, "configuration reload failed"),
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Re-reads the config file and the naming rules; only the reloadable keys take effect, the
+/// rest need a restart. `None` when the config cannot be used; the naming rules are `None`
+/// (the previous ones stay) when they cannot be loaded.
+type Reloaded = (Arc<ReloadablePolicy>, Option<Arc<Naming>>);
+
+fn reload(config_path: &Path) -> Option<Reloaded> {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(cause = %error_chain(&e), "configuration not reloaded; keeping the previous one");
+            return None;
+        }
+    };
+    let policy = config.reloadable_policy();
+    // Imported playbooks and edited rules take effect for new evidence from now on.
+    let naming = match load_naming(&config) {
+        Ok(naming) => Some(Arc::new(naming)),
+        Err(e) => {
+            tracing::error!(cause = %error_chain(&e), "naming rules not reloaded; keeping the previous ones");
+            None
+        }
+    };
+    Some((Arc::new(policy), naming))
+}

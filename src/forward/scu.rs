@@ -1,0 +1,417 @@
+//! The C-STORE SCU towards one destination, on dicom-ul: it opens an association proposing
+//! what the queue holds, sends one stored instance at a time (the data set bytes unchanged,
+//! streamed from the spool file in PDVs within the peer's maximum PDU; re-encoded to the other
+//! little endian syntax only when the stored one was refused), reads the response, and keeps
+//! the association for the next instance until released.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dicom_ul::Pdu;
+use dicom_ul::association::client::ClientAssociationOptions;
+use dicom_ul::association::{Association, AsyncClientAssociation};
+use dicom_ul::pdu::{
+    AssociationRJResult, PDataValue, PDataValueType, PresentationContextResultReason,
+};
+use tokio::net::TcpStream;
+
+use super::policy::{Delivered, ForwardError};
+use crate::config::{DestinationConfig, ForwardConfig};
+use crate::dicom::dimse::{self, ResponseFields, command_field};
+use crate::dicom::part10;
+use crate::dicom::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use crate::dicom::uid::trim_uid;
+use crate::store::queue::QueueItem;
+
+/// An open association and what it accepted.
+struct Open {
+    association: AsyncClientAssociation<TcpStream>,
+    /// (abstract syntax, transfer syntax, presentation context id)
+    accepted: Vec<(String, String, u8)>,
+    next_message_id: u16,
+}
+
+/// The sending side of one destination, with its association while one is open.
+pub struct Scu {
+    destination: DestinationConfig,
+    settings: ForwardConfig,
+    storage_dir: PathBuf,
+    /// `listener.extra_sop_classes`, proposed along with the built-in storage classes.
+    extra_sop_classes: Vec<String>,
+    open: Option<Open>,
+    /// Every (SOP class, transfer syntax) seen in the queue, proposed exactly as stored.
+    known: BTreeSet<(String, String)>,
+}
+
+impl Scu {
+    pub fn new(
+        destination: DestinationConfig,
+        settings: ForwardConfig,
+        storage_dir: PathBuf,
+        extra_sop_classes: Vec<String>,
+    ) -> Scu {
+        Scu {
+            destination,
+            settings,
+            storage_dir,
+            extra_sop_classes,
+            open: None,
+            known: BTreeSet::new(),
+        }
+    }
+
+    /// Learns the (SOP class, transfer syntax) pairs of rows about to be sent, so the next
+    /// association proposes each exactly as stored.
+    pub fn expect(&mut self, items: &[QueueItem]) {
+        for item in items {
+            self.known
+                .insert((item.sop_class_uid.clone(), item.transfer_syntax_uid.clone()));
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Releases the association, if one is open.
+    pub async fn release(&mut self) {
+        if let Some(open) = self.open.take() {
+            let _ = open.association.release().await;
+        }
+    }
+
+    /// Aborts the association, if one is open (after a failure mid-transfer).
+    pub async fn abort(&mut self) {
+        if let Some(open) = self.open.take() {
+            let _ = open.association.abort().await;
+        }
+    }
+
+    /// Sends one instance; returns the peer's success or warning status.
+    pub async fn send(&mut self, item: &QueueItem) -> Result<Delivered, ForwardError> {
+        self.expect(std::slice::from_ref(item));
+        let path = self.storage_dir.join(&item.file_path);
+        let usable = self
+            .open
+            .as_ref()
+            .is_some_and(|o| context_for(&o.accepted, item).is_some());
+        if !usable {
+            self.release().await;
+            self.open = Some(self.associate().await?);
+        }
+        let Some(o) = self.open.as_mut() else {
+            return Err(ForwardError::Protocol("no association".into()));
+        };
+        let (pc, ts) =
+            context_for(&o.accepted, item).ok_or_else(|| ForwardError::NoPresentationContext {
+                sop_class_uid: item.sop_class_uid.clone(),
+                transfer_syntax_uid: item.transfer_syntax_uid.clone(),
+            })?;
+        let message_id = o.next_message_id;
+        o.next_message_id = o.next_message_id.wrapping_add(1).max(1);
+        let command =
+            dimse::encode_store_request(message_id, &item.sop_class_uid, &item.sop_instance_uid);
+        o.association
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: command,
+                }],
+            })
+            .await
+            .map_err(|e| ForwardError::Network(Box::new(e)))?;
+        let max_pdu = match o.association.peer_max_pdu_length() {
+            0 => self.settings.max_pdu_length,
+            n => n.min(self.settings.max_pdu_length),
+        };
+        let chunk = ((max_pdu.saturating_sub(6)) & !1).max(2) as usize;
+        if ts == item.transfer_syntax_uid {
+            send_file_data(&mut o.association, pc, &path, chunk).await?;
+        } else {
+            let converted = convert(&path, &item.transfer_syntax_uid, &ts).await?;
+            send_chunks(&mut o.association, pc, &converted, chunk).await?;
+        }
+        let timeout = self.settings.response_timeout;
+        let response = tokio::time::timeout(timeout, receive_response(&mut o.association, timeout))
+            .await
+            .map_err(|_| ForwardError::Timeout(timeout))??;
+        if response.command_field != command_field::C_STORE_RSP
+            || response.message_id_being_responded_to != message_id
+        {
+            return Err(ForwardError::Protocol(format!(
+                "response 0x{:04X} to message {} while waiting for C-STORE-RSP to {message_id}",
+                response.command_field, response.message_id_being_responded_to
+            )));
+        }
+        let status = response.status;
+        // Success and warnings (0xB000, 0xB006, 0xB007 and the other 0xBxxx) are delivered.
+        if status.is_success() || status.0 & 0xF000 == 0xB000 {
+            Ok((status, response.error_comment))
+        } else {
+            Err(ForwardError::Refused {
+                status,
+                comment: response.error_comment,
+            })
+        }
+    }
+
+    async fn associate(&self) -> Result<Open, ForwardError> {
+        let known = &self.known;
+        let d = &self.destination;
+        let mut options = ClientAssociationOptions::new()
+            .calling_ae_title(d.calling_ae_title.as_str().to_string())
+            .called_ae_title(d.ae_title.as_str().to_string())
+            .max_pdu_length(self.settings.max_pdu_length)
+            .connection_timeout(self.settings.connect_timeout)
+            .read_timeout(self.settings.response_timeout)
+            .write_timeout(self.settings.response_timeout);
+        // Each (SOP class, transfer syntax) seen in the queue, as stored; then every storage
+        // class with both little endian syntaxes, so a new class rarely needs a new
+        // association (an uncompressed instance is converted only if its own syntax is refused).
+        let mut proposed = 0;
+        for (sop_class, ts) in known.iter().rev().take(60) {
+            options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
+            proposed += 1;
+        }
+        let classes: BTreeSet<String> = crate::dicom::sop_classes::STORAGE_SOP_CLASSES
+            .iter()
+            .map(|(uid, _)| uid.to_string())
+            .chain(self.extra_sop_classes.iter().cloned())
+            .chain(known.iter().map(|(class, _)| class.clone()))
+            .collect();
+        for class in classes.into_iter().take(127 - proposed) {
+            options = options.with_presentation_context(
+                class,
+                vec![
+                    EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
+                    IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
+                ],
+            );
+            proposed += 1;
+        }
+        tracing::debug!(destination = %d.name, proposed, "requesting association");
+        let address = d.address.clone();
+        let mut association = match options.establish_async(address.as_str()).await {
+            Ok(association) => association,
+            Err(dicom_ul::association::Error::Rejected { association_rj, .. }) => {
+                return Err(ForwardError::Rejected {
+                    transient: association_rj.result == AssociationRJResult::Transient,
+                    detail: association_rj.source.to_string(),
+                });
+            }
+            Err(e @ dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => {
+                return Err(ForwardError::Rejected {
+                    transient: false,
+                    detail: e.to_string(),
+                });
+            }
+            Err(source) => {
+                return Err(ForwardError::Connect {
+                    address,
+                    source: Box::new(source),
+                });
+            }
+        };
+        // DIMSE is request/response: Nagle would delay every command (DICOM-NOTES).
+        let _ = association.inner_stream().set_nodelay(true);
+        let accepted = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| {
+                (
+                    trim_uid(&pc.abstract_syntax).to_string(),
+                    trim_uid(&pc.transfer_syntax).to_string(),
+                    pc.id,
+                )
+            })
+            .collect();
+        Ok(Open {
+            association,
+            accepted,
+            next_message_id: 1,
+        })
+    }
+}
+
+/// The presentation context to send an item on: its own transfer syntax first, else an
+/// uncompressed alternative.
+fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u8, String)> {
+    let same_class = || {
+        accepted
+            .iter()
+            .filter(|(class, _, _)| *class == item.sop_class_uid)
+    };
+    if let Some((_, ts, pc)) = same_class().find(|(_, ts, _)| *ts == item.transfer_syntax_uid) {
+        return Some((*pc, ts.clone()));
+    }
+    let uncompressed = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN];
+    if uncompressed.contains(&item.transfer_syntax_uid.as_str()) {
+        return same_class()
+            .find(|(_, ts, _)| uncompressed.contains(&ts.as_str()))
+            .map(|(_, ts, pc)| (*pc, ts.clone()));
+    }
+    None
+}
+
+/// Streams the stored data set from disk as Data PDVs, one chunk in memory at a time.
+async fn send_file_data(
+    association: &mut AsyncClientAssociation<TcpStream>,
+    pc: u8,
+    path: &Path,
+    chunk: usize,
+) -> Result<(), ForwardError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file_error = |source| ForwardError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let owned = path.to_path_buf();
+    let (mut file, total) =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+            let mut file = std::fs::File::open(&owned)?;
+            let mut head = [0u8; part10::HEAD_LENGTH];
+            file.read_exact(&mut head)?;
+            let offset = part10::dataset_offset(&head).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a Part-10 file from simgate",
+                )
+            })?;
+            let length = file.metadata()?.len();
+            file.seek(SeekFrom::Start(offset))?;
+            Ok((file, length.saturating_sub(offset)))
+        })
+        .await
+        .map_err(|e| file_error(std::io::Error::other(e.to_string())))?
+        .map_err(file_error)?;
+    let mut sent = 0u64;
+    loop {
+        let want = chunk.min((total - sent) as usize);
+        let (returned, data) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Vec<u8>)> {
+                let mut data = vec![0u8; want];
+                file.read_exact(&mut data)?;
+                Ok((file, data))
+            })
+            .await
+            .map_err(|e| file_error(std::io::Error::other(e.to_string())))?
+            .map_err(file_error)?;
+        file = returned;
+        sent += data.len() as u64;
+        let is_last = sent >= total;
+        association
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last,
+                    data,
+                }],
+            })
+            .await
+            .map_err(|e| ForwardError::Network(Box::new(e)))?;
+        if is_last {
+            return Ok(());
+        }
+    }
+}
+
+async fn send_chunks(
+    association: &mut AsyncClientAssociation<TcpStream>,
+    pc: u8,
+    dataset: &[u8],
+    chunk: usize,
+) -> Result<(), ForwardError> {
+    let pieces: Vec<&[u8]> = if dataset.is_empty() {
+        vec![&[][..]]
+    } else {
+        dataset.chunks(chunk).collect()
+    };
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        association
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last: i == last,
+                    data: piece.to_vec(),
+                }],
+            })
+            .await
+            .map_err(|e| ForwardError::Network(Box::new(e)))?;
+    }
+    Ok(())
+}
+
+/// Re-encodes an uncompressed data set into the other little endian syntax (only when the
+/// destination refused the stored one).
+async fn convert(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ForwardError> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let owned = path.to_path_buf();
+    let (from, to) = (from.to_string(), to.to_string());
+    tokio::task::spawn_blocking(move || {
+        let object = dicom_object::open_file(&owned)
+            .map_err(|e| ForwardError::Convert(format!("{to}: {e}")))?;
+        let target = TransferSyntaxRegistry
+            .get(&to)
+            .ok_or_else(|| ForwardError::Convert(format!("{to} is unknown")))?;
+        let mut out = Vec::new();
+        object
+            .write_dataset_with_ts(&mut out, target)
+            .map_err(|e| ForwardError::Convert(format!("{from} -> {to}: {e}")))?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ForwardError::Convert(e.to_string()))?
+}
+
+/// Reads PDUs until a complete command set arrives; data PDVs are ignored.
+async fn receive_response(
+    association: &mut AsyncClientAssociation<TcpStream>,
+    timeout: Duration,
+) -> Result<ResponseFields, ForwardError> {
+    let mut command = Vec::new();
+    loop {
+        match association.receive().await {
+            Ok(Pdu::PData { data }) => {
+                for value in data {
+                    if value.value_type != PDataValueType::Command {
+                        continue;
+                    }
+                    if command.len() + value.data.len() > 64 * 1024 {
+                        return Err(ForwardError::Protocol(
+                            "response command set larger than 64 KiB".into(),
+                        ));
+                    }
+                    command.extend_from_slice(&value.data);
+                    if value.is_last {
+                        return ResponseFields::decode(&command)
+                            .map_err(|e| ForwardError::Protocol(format!("invalid response: {e}")));
+                    }
+                }
+            }
+            Ok(Pdu::AbortRQ { .. }) => return Err(ForwardError::Aborted),
+            Ok(Pdu::ReleaseRQ) => {
+                return Err(ForwardError::Protocol(
+                    "the peer asked to release mid-transfer".into(),
+                ));
+            }
+            Ok(other) => {
+                return Err(ForwardError::Protocol(format!(
+                    "unexpected {}",
+                    other.short_description()
+                )));
+            }
+            Err(dicom_ul::association::Error::Timeout { .. }) => {
+                return Err(ForwardError::Timeout(timeout));
+            }
+            Err(e) => return Err(ForwardError::Network(Box::new(e))),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! One forwarder task per destination: takes due queue rows in arrival order, sends each with
+//! the destination's [`Scu`], records what the [`policy`](super::policy) makes of the result,
+//! and backs the whole destination off after a transient failure so order within a series
+//! holds. Idle, it waits for the writer's signal, a poll, or the idle release.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::policy;
+use super::scu::Scu;
+use crate::config::ForwardConfig;
+use crate::error_chain;
+use crate::store::IndexHandle;
+use crate::store::queue::Attempt;
+
+/// Rows taken from the queue at a time.
+const BATCH: usize = 32;
+/// Even when nothing wakes it, a forwarder looks at its queue this often (CLI retries).
+const POLL: Duration = Duration::from_secs(1);
+
+/// One forwarder, for one destination.
+pub struct Forwarder {
+    pub name: String,
+    pub scu: Scu,
+    pub settings: ForwardConfig,
+    pub index: IndexHandle,
+    pub queue_changed: watch::Receiver<u64>,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Forwarder {
+    pub async fn run(mut self) {
+        let name = self.name.clone();
+        let mut transient_failures = 0u32;
+        // When the association last carried an instance: the idle release counts from here.
+        let mut last_send = tokio::time::Instant::now();
+        while !self.shutdown.is_cancelled() {
+            let destination = name.clone();
+            let items = match self
+                .index
+                .execute(move |db| db.take_due(&destination, &crate::clock::now_rfc3339(), BATCH))
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(destination = %name, cause = %error_chain(&e), "cannot read the forward queue");
+                    self.pause(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if items.is_empty() {
+                self.idle(last_send + self.settings.idle_release).await;
+                continue;
+            }
+            self.scu.expect(&items);
+            let mut remaining: Vec<i64> = items.iter().map(|i| i.id).collect();
+            for item in &items {
+                remaining.retain(|id| *id != item.id);
+                let result = self.scu.send(item).await;
+                last_send = tokio::time::Instant::now();
+                let now = crate::clock::now_rfc3339();
+                let attempt = policy::attempt_outcome(&result, item.attempts, &self.settings, &now);
+                self.log_attempt(&item.sop_instance_uid, &attempt);
+                let record = item.clone();
+                if let Err(e) = self
+                    .index
+                    .execute(move |db| db.record_attempt(&record, &attempt, &now))
+                    .await
+                {
+                    tracing::error!(destination = %name, cause = %error_chain(&e), "cannot record a forward attempt");
+                }
+                match &result {
+                    Ok(_) => transient_failures = 0,
+                    Err(e) if e.is_transient() => {
+                        self.scu.abort().await;
+                        self.release_rows(std::mem::take(&mut remaining)).await;
+                        let delay = policy::backoff(&self.settings, transient_failures);
+                        transient_failures = transient_failures.saturating_add(1);
+                        self.pause(delay).await;
+                        break;
+                    }
+                    Err(_) => {}
+                }
+                if self.shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            self.release_rows(remaining).await;
+        }
+        self.scu.release().await;
+        tracing::debug!(destination = %name, "forwarder stopped");
+    }
+
+    fn log_attempt(&self, sop_instance_uid: &str, attempt: &Attempt) {
+        let name = &self.name;
+        let outcome = match attempt {
+            Attempt::Sent { warning, .. } if warning.is_empty() => {
+                tracing::debug!(destination = %name, %sop_instance_uid, "forwarded");
+                "sent"
+            }
+            Attempt::Sent { warning, .. } => {
+                tracing::debug!(destination = %name, %sop_instance_uid, %warning, "forwarded with a warning");
+                "sent-with-warning"
+            }
+            Attempt::Retry { error, .. } => {
+                tracing::warn!(destination = %name, %sop_instance_uid, cause = %error, "forward failed; will retry");
+                "retry"
+            }
+            Attempt::Dead { error, .. } => {
+                tracing::error!(destination = %name, %sop_instance_uid, cause = %error, "forward failed for good: dead-lettered");
+                "dead"
+            }
+        };
+        self.metrics.forward_outcome(name, outcome);
+    }
+
+    /// Gives rows taken but not attempted back to the queue.
+    async fn release_rows(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.index.execute(move |db| db.release(&ids)).await {
+            tracing::error!(destination = %self.name, cause = %error_chain(&e), "cannot give forward rows back");
+        }
+    }
+
+    async fn pause(&self, delay: Duration) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+
+    /// Nothing due: wait for new rows, the next poll, or the idle release.
+    async fn idle(&mut self, release_at: tokio::time::Instant) {
+        let idle_release = tokio::time::sleep_until(release_at);
+        tokio::pin!(idle_release);
+        let poll = tokio::time::sleep(POLL);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                changed = self.queue_changed.changed() => {
+                    if changed.is_err() {
+                        // The writer is gone (shutting down): look again at the next poll.
+                        poll.as_mut().await;
+                    }
+                    return;
+                }
+                () = &mut poll => return,
+                () = &mut idle_release, if self.scu.is_open() => {
+                    tracing::debug!(destination = %self.name, "idle: releasing the association");
+                    self.scu.release().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The forward queue table family: rows written with each indexed instance, the forwarders'
+//! reads and outcome updates, and the queue views and actions of the CLI and the web side.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::instances::IndexedInstance;
+use super::{Db, StoreError};
+
+/// Where a queue row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueState {
+    Pending,
+    InFlight,
+    Sent,
+    Dead,
+}
+
+impl QueueState {
+    pub const ALL: [QueueState; 4] = [
+        QueueState::Pending,
+        QueueState::InFlight,
+        QueueState::Sent,
+        QueueState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Pending => "pending",
+            QueueState::InFlight => "in-flight",
+            QueueState::Sent => "sent",
+            QueueState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<QueueState> {
+        QueueState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl rusqlite::types::FromSql for QueueState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        QueueState::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("queue state {text:?}").into())
+        })
+    }
+}
+
+/// One instance to send.
+#[derive(Debug, Clone)]
+pub struct QueueItem {
+    pub id: i64,
+    pub generation: i64,
+    pub attempts: i64,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub file_path: String,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Sent {
+        status: u16,
+        warning: String,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_attempt_at: String,
+    },
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// Queue figures of one destination.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DestinationQueue {
+    pub destination: String,
+    pub pending: i64,
+    pub in_flight: i64,
+    pub sent: i64,
+    pub dead: i64,
+    /// Queued time of the oldest row not yet sent (pending, in flight or dead).
+    pub oldest_waiting_since: Option<String>,
+    pub last_error: String,
+}
+
+/// Queue rows of one state, per study and destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyQueue {
+    pub destination: String,
+    pub study_instance_uid: String,
+    pub state: QueueState,
+    pub instances: i64,
+    pub oldest_queued_at: String,
+    pub last_error: String,
+}
+
+/// Instances waiting for one destination (pending or in flight), for /metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDepth {
+    pub destination: String,
+    pub waiting: i64,
+    pub oldest_queued_at: Option<String>,
+}
+
+impl Db<'_> {
+    /// Queues an instance for each named destination. A row queued again (the instance was
+    /// replaced) becomes pending with a new generation. Returns how many rows were written.
+    pub fn enqueue(
+        &self,
+        destinations: &[&str],
+        instance: &IndexedInstance,
+    ) -> Result<usize, StoreError> {
+        let h = &instance.header;
+        let mut queued = 0;
+        for destination in destinations {
+            queued += self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO forward_queue (destination, sop_instance_uid, study_instance_uid,
+                         series_instance_uid, state, queued_at)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
+                     ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
+                         state = 'pending', generation = generation + 1, attempts = 0,
+                         next_attempt_at = NULL, last_error = '', last_status = NULL,
+                         queued_at = excluded.queued_at, sent_at = NULL",
+                )?
+                .execute(params![
+                    destination,
+                    h.sop_instance_uid,
+                    h.study_instance_uid,
+                    h.series_instance_uid,
+                    instance.received_at
+                ])?;
+        }
+        if queued > 0 {
+            self.touch_queue();
+        }
+        Ok(queued)
+    }
+
+    /// Rows a previous run left in flight go back to pending (delivery is at least once).
+    pub fn requeue_in_flight(&self) -> Result<usize, StoreError> {
+        let requeued = self.conn.execute(
+            "UPDATE forward_queue SET state = 'pending' WHERE state = 'in-flight'",
+            [],
+        )?;
+        if requeued > 0 {
+            self.touch_queue();
+        }
+        Ok(requeued)
+    }
+
+    /// The next due rows of a destination in arrival order, marked in flight.
+    pub fn take_due(
+        &self,
+        destination: &str,
+        now: &str,
+        limit: usize,
+    ) -> Result<Vec<QueueItem>, StoreError> {
+        let items: Vec<QueueItem> = self
+            .conn
+            .prepare_cached(
+                "SELECT q.id, q.generation, q.attempts, q.sop_instance_uid, q.series_instance_uid,
+                        i.sop_class_uid, i.transfer_syntax_uid, i.file_path
+                 FROM forward_queue q JOIN instances i USING (sop_instance_uid)
+                 WHERE q.destination = ?1 AND q.state = 'pending'
+                   AND (q.next_attempt_at IS NULL OR q.next_attempt_at <= ?2)
+                 ORDER BY q.id LIMIT ?3",
+            )?
+            .query_map(params![destination, now, limit as i64], |r| {
+                Ok(QueueItem {
+                    id: r.get(0)?,
+                    generation: r.get(1)?,
+                    attempts: r.get(2)?,
+                    sop_instance_uid: r.get(3)?,
+                    series_instance_uid: r.get(4)?,
+                    sop_class_uid: r.get(5)?,
+                    transfer_syntax_uid: r.get(6)?,
+                    file_path: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut mark = self.conn.prepare_cached(
+            "UPDATE forward_queue SET state = 'in-flight' WHERE id = ?1 AND state = 'pending'",
+        )?;
+        for item in &items {
+            mark.execute([item.id])?;
+        }
+        Ok(items)
+    }
+
+    /// Gives rows taken but not attempted back (the forwarder is stopping or backing off).
+    pub fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE forward_queue SET state = 'pending' WHERE id = ?1 AND state = 'in-flight'",
+        )?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
+    }
+
+    /// Records an attempt. A row re-queued meanwhile (newer generation) stays pending.
+    pub fn record_attempt(
+        &self,
+        item: &QueueItem,
+        attempt: &Attempt,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE forward_queue SET state = ?3, attempts = attempts + 1, last_status = ?4,
+                 last_error = ?5, next_attempt_at = ?6, sent_at = ?7
+             WHERE id = ?1 AND generation = ?2",
+        )?;
+        let (state, status, error, next_attempt_at, sent_at) = match attempt {
+            Attempt::Sent { status, warning } => {
+                (QueueState::Sent, Some(*status), warning, None, Some(now))
+            }
+            Attempt::Retry {
+                status,
+                error,
+                next_attempt_at,
+            } => (
+                QueueState::Pending,
+                *status,
+                error,
+                Some(next_attempt_at.as_str()),
+                None,
+            ),
+            Attempt::Dead { status, error } => (QueueState::Dead, *status, error, None, None),
+        };
+        stmt.execute(params![
+            item.id,
+            item.generation,
+            state.as_str(),
+            status,
+            error,
+            next_attempt_at,
+            sent_at
+        ])?;
+        // A newer generation was queued while this one was in flight: send it again.
+        self.conn
+            .prepare_cached(
+                "UPDATE forward_queue SET state = 'pending'
+                 WHERE id = ?1 AND generation <> ?2 AND state = 'in-flight'",
+            )?
+            .execute(params![item.id, item.generation])?;
+        Ok(())
+    }
+
+    /// Queue figures per destination (one, or all).
+    pub fn queue_summary(
+        &self,
+        destination: Option<&str>,
+    ) -> Result<Vec<DestinationQueue>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT destination,
+                    count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in-flight'),
+                    count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'dead'),
+                    min(queued_at) FILTER (WHERE state <> 'sent'),
+                    (SELECT last_error FROM forward_queue q2
+                     WHERE q2.destination = q.destination AND last_error <> ''
+                     ORDER BY coalesce(sent_at, next_attempt_at, queued_at) DESC LIMIT 1)
+             FROM forward_queue q WHERE (?1 IS NULL OR destination = ?1)
+             GROUP BY destination ORDER BY destination",
+        )?;
+        let rows = stmt.query_map([destination], |r| {
+            Ok(DestinationQueue {
+                destination: r.get(0)?,
+                pending: r.get(1)?,
+                in_flight: r.get(2)?,
+                sent: r.get(3)?,
+                dead: r.get(4)?,
+                oldest_waiting_since: r.get(5)?,
+                last_error: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queue rows grouped by destination, study and state, oldest first.
+    pub fn queue_by_study(
+        &self,
+        destination: Option<&str>,
+        state: Option<QueueState>,
+    ) -> Result<Vec<StudyQueue>, StoreError> {
+        self.study_queue_rows(
+            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
+             FROM forward_queue WHERE (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR state = ?2)
+             GROUP BY destination, study_instance_uid, state ORDER BY min(queued_at)",
+            params![destination, state.map(QueueState::as_str)],
+        )
+    }
+
+    /// Forward state of one study per destination and state.
+    pub fn study_queue(&self, study: &str) -> Result<Vec<StudyQueue>, StoreError> {
+        self.study_queue_rows(
+            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
+             FROM forward_queue WHERE study_instance_uid = ?1
+             GROUP BY destination, state ORDER BY destination, state",
+            [study],
+        )
+    }
+
+    fn study_queue_rows(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<StudyQueue>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(StudyQueue {
+                destination: r.get(0)?,
+                study_instance_uid: r.get(1)?,
+                state: r.get(2)?,
+                instances: r.get(3)?,
+                oldest_queued_at: r.get(4)?,
+                last_error: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rows of a study (any state but sent) or all dead rows become pending now.
+    pub fn retry(
+        &self,
+        study: Option<&str>,
+        dead_only: bool,
+        destination: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let count = self.conn.execute(
+            "UPDATE forward_queue SET state = 'pending', attempts = 0, next_attempt_at = NULL,
+                 generation = generation + 1
+             WHERE state IN ('pending', 'dead') AND (?1 IS NULL OR study_instance_uid = ?1)
+               AND (?2 = 0 OR state = 'dead') AND (?3 IS NULL OR destination = ?3)",
+            params![study, dead_only, destination],
+        )?;
+        self.touch_queue();
+        Ok(count)
+    }
+
+    /// Queues every stored instance of a study for a destination again.
+    pub fn forward_study(
+        &self,
+        study: &str,
+        destination: &str,
+        now: &str,
+    ) -> Result<usize, StoreError> {
+        let count = self.conn.execute(
+            "INSERT INTO forward_queue (destination, sop_instance_uid, study_instance_uid,
+                 series_instance_uid, state, queued_at)
+             SELECT ?2, i.sop_instance_uid, se.study_instance_uid, i.series_instance_uid, 'pending', ?3
+             FROM instances i JOIN series se USING (series_instance_uid)
+             WHERE se.study_instance_uid = ?1 AND i.file_deleted_at IS NULL
+             ORDER BY i.rowid
+             ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
+                 state = 'pending', generation = generation + 1, attempts = 0, next_attempt_at = NULL,
+                 last_error = '', queued_at = excluded.queued_at, sent_at = NULL",
+            params![study, destination, now],
+        )?;
+        self.touch_queue();
+        Ok(count)
+    }
+
+    /// Instances waiting per destination and the oldest one's queued time, for /metrics.
+    pub fn queue_depth(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT destination, count(*) FILTER (WHERE state IN ('pending', 'in-flight')),
+                    min(queued_at) FILTER (WHERE state IN ('pending', 'in-flight'))
+             FROM forward_queue GROUP BY destination",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(QueueDepth {
+                destination: r.get(0)?,
+                waiting: r.get(1)?,
+                oldest_queued_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

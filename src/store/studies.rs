@@ -1,0 +1,569 @@
+//! The read models of studies: the worklist rows, one study in detail (series, codes, verdict,
+//! reasons, history), and the facts the G-code report counts. Typed values; the API and the
+//! `--json` printers serialise them with the field names the README documents.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Serialize, Serializer};
+
+use super::{Db, StoreError, split_list};
+use crate::naming::StudyStatus;
+use crate::naming::report::ReportFact;
+
+/// Which studies a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct StudyQuery {
+    /// `None`: every status (and studies without a verdict yet).
+    pub status: Option<StudyStatus>,
+    /// `YYYY-MM-DD` (or a full time): first received on or after.
+    pub since: Option<String>,
+    /// Station Name, exact, case-insensitive.
+    pub station: Option<String>,
+    /// Free text in patient name or ID, study or series descriptions, or the UID.
+    pub text: Option<String>,
+}
+
+/// A finding of the verdict: a name that follows neither the standard nor the conventions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRow {
+    /// `study-name-nonstandard` or `series-name-nonstandard`.
+    pub code: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+/// A standard name suggested for a nonstandard study name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuggestionRow {
+    pub scheme: String,
+    pub code: String,
+    pub name: String,
+    pub score: f64,
+}
+
+/// Why the study is taken as acquired for radiation treatment planning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceRow {
+    pub kind: String,
+    pub detail: String,
+}
+
+/// One row of the worklist, `simgate studies` and `GET /api/studies`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyRow {
+    pub study_instance_uid: String,
+    /// `""` before the first verdict.
+    #[serde(serialize_with = "empty_when_none")]
+    pub status: Option<StudyStatus>,
+    /// G9318, G9319 or G9320; `""` before the first verdict.
+    pub hcpcs: &'static str,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_date: String,
+    pub study_description: String,
+    pub station_names: Vec<String>,
+    pub series_descriptions: Vec<String>,
+    pub series_count: i64,
+    pub instance_count: i64,
+    pub first_received_at: String,
+    pub last_received_at: String,
+    pub needs_reason_since: Option<String>,
+    #[serde(flatten)]
+    pub items: VerdictItems,
+    pub rt_planning: bool,
+    pub suggested_reason: String,
+    pub reason_code: Option<String>,
+    pub documented_by: Option<String>,
+    pub documented_at: Option<String>,
+}
+
+impl StudyRow {
+    /// How long the study has waited for a documented reason, while it needs one.
+    pub fn waiting_since(&self) -> Option<&str> {
+        match self.status {
+            Some(StudyStatus::NeedsReason) => self.needs_reason_since.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The study-level fields of `simgate study` and `GET /api/studies/{uid}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudySummary {
+    pub study_instance_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_date: String,
+    pub study_description: String,
+    pub station_names: Vec<String>,
+    pub series_count: i64,
+    pub instance_count: i64,
+    pub first_received_at: String,
+    pub last_received_at: String,
+}
+
+/// How a series' name was judged against the site's conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeriesJudgement {
+    Conforming,
+    Nonstandard,
+    /// RT objects and other non-image series: recorded, not judged.
+    NotJudged,
+}
+
+impl SeriesJudgement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesJudgement::Conforming => "conforming",
+            SeriesJudgement::Nonstandard => "nonstandard",
+            SeriesJudgement::NotJudged => "not-judged",
+        }
+    }
+
+    fn parse(text: &str) -> Option<SeriesJudgement> {
+        [
+            SeriesJudgement::Conforming,
+            SeriesJudgement::Nonstandard,
+            SeriesJudgement::NotJudged,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == text)
+    }
+}
+
+/// One series of a study.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesRow {
+    pub series_instance_uid: String,
+    pub series_number: Option<i64>,
+    pub modality: String,
+    pub series_description: String,
+    pub protocol_name: String,
+    pub station_name: String,
+    pub manufacturer: String,
+    pub manufacturer_model_name: String,
+    pub frame_of_reference_uid: String,
+    pub instance_count: i64,
+    pub bytes: i64,
+    pub last_received_at: String,
+    /// The series kind of the site's conventions, `""` when none.
+    pub kind: String,
+    /// `""` before any verdict.
+    #[serde(serialize_with = "empty_when_none")]
+    pub verdict: Option<SeriesJudgement>,
+}
+
+/// A procedure code recorded for a study.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeRow {
+    /// `procedure` or `requested_procedure`.
+    pub sequence: String,
+    pub code_value: String,
+    pub coding_scheme_designator: String,
+    pub code_meaning: String,
+}
+
+/// One documented reason record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonRow {
+    pub reason_code: String,
+    pub note: String,
+    pub documented_by: String,
+    pub documented_at: String,
+}
+
+/// One change of a study's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusChange {
+    pub changed_at: String,
+    pub from_status: Option<StudyStatus>,
+    pub to_status: StudyStatus,
+    pub cause: String,
+}
+
+/// The naming side of one study: verdict, reasons and status history.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyNaming {
+    pub status: StudyStatus,
+    pub hcpcs: &'static str,
+    pub standard_scheme: String,
+    pub standard_code: String,
+    pub standard_name: String,
+    pub matched_by: String,
+    #[serde(flatten)]
+    pub items: VerdictItems,
+    pub rt_planning: bool,
+    pub suggested_reason: String,
+    pub needs_reason_since: Option<String>,
+    pub reasons: Vec<ReasonRow>,
+    pub status_history: Vec<StatusChange>,
+}
+
+/// Everything about one study.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyDetail {
+    #[serde(flatten)]
+    pub summary: StudySummary,
+    pub accession_number: String,
+    pub study_time: String,
+    pub requested_procedure_description: String,
+    pub procedure_codes: Vec<CodeRow>,
+    pub series: Vec<SeriesRow>,
+    /// Absent before the first verdict.
+    pub naming: Option<StudyNaming>,
+}
+
+/// The findings, suggestions and evidence of one study's verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerdictItems {
+    pub findings: Vec<FindingRow>,
+    pub suggestions: Vec<SuggestionRow>,
+    pub evidence: Vec<EvidenceRow>,
+}
+
+fn empty_when_none<S: Serializer, T: Serialize>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => value.serialize(serializer),
+        None => serializer.serialize_str(""),
+    }
+}
+
+fn hcpcs(status: Option<StudyStatus>) -> &'static str {
+    status.map(StudyStatus::hcpcs).unwrap_or("")
+}
+
+const STUDY_ROWS_SQL: &str = "
+    SELECT s.study_instance_uid, v.status, s.patient_id, s.patient_name, s.study_date,
+           s.study_description,
+           (SELECT group_concat(DISTINCT station_name) FROM series
+             WHERE study_instance_uid = s.study_instance_uid AND station_name <> ''),
+           (SELECT group_concat(series_description, char(31)) FROM (SELECT series_description FROM series
+             WHERE study_instance_uid = s.study_instance_uid
+             ORDER BY series_number IS NULL, series_number, first_received_at)),
+           (SELECT count(*) FROM series WHERE study_instance_uid = s.study_instance_uid),
+           (SELECT count(*) FROM instances i JOIN series se USING (series_instance_uid)
+             WHERE se.study_instance_uid = s.study_instance_uid),
+           s.first_received_at, s.last_received_at, v.needs_reason_since,
+           coalesce(v.rt_planning, 0), coalesce(v.suggested_reason, ''),
+           r.reason_code, r.documented_by, r.documented_at
+    FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
+    LEFT JOIN study_reasons r ON r.id = (SELECT max(id) FROM study_reasons
+                                         WHERE study_instance_uid = s.study_instance_uid)";
+
+/// Maps one row of [`STUDY_ROWS_SQL`]; the verdict's items are added after.
+fn study_row(r: &Row<'_>) -> rusqlite::Result<StudyRow> {
+    let status: Option<StudyStatus> = r.get(1)?;
+    let series: Option<String> = r.get(7)?;
+    let series_count: i64 = r.get(8)?;
+    Ok(StudyRow {
+        study_instance_uid: r.get(0)?,
+        status,
+        hcpcs: hcpcs(status),
+        patient_id: r.get(2)?,
+        patient_name: r.get(3)?,
+        study_date: r.get(4)?,
+        study_description: r.get(5)?,
+        station_names: split_list(r.get(6)?),
+        // Joined with the unit separator, which a description cannot contain; NULL: no series.
+        series_descriptions: match series {
+            Some(text) => text.split('\u{1f}').map(str::to_string).collect(),
+            None => Vec::new(),
+        },
+        series_count,
+        instance_count: r.get(9)?,
+        first_received_at: r.get(10)?,
+        last_received_at: r.get(11)?,
+        needs_reason_since: r.get(12)?,
+        items: VerdictItems::default(),
+        rt_planning: r.get::<_, i64>(13)? != 0,
+        suggested_reason: r.get(14)?,
+        reason_code: r.get(15)?,
+        documented_by: r.get(16)?,
+        documented_at: r.get(17)?,
+    })
+}
+
+impl Db<'_> {
+    /// Received studies with their verdicts, oldest waiting first.
+    pub fn studies(&self, query: &StudyQuery) -> Result<Vec<StudyRow>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{STUDY_ROWS_SQL}
+             WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR s.first_received_at >= ?2)
+             ORDER BY coalesce(v.needs_reason_since, s.first_received_at), s.study_instance_uid"
+        ))?;
+        let rows = stmt.query_map(
+            params![query.status.map(StudyStatus::as_str), query.since],
+            study_row,
+        )?;
+        let mut studies: Vec<StudyRow> = rows.collect::<Result<_, _>>()?;
+        if let Some(station) = query.station.as_deref() {
+            studies.retain(|s| {
+                s.station_names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(station))
+            });
+        }
+        if let Some(text) = query.text.as_deref() {
+            let text = text.to_lowercase();
+            studies.retain(|s| {
+                [
+                    &s.patient_name,
+                    &s.patient_id,
+                    &s.study_description,
+                    &s.study_instance_uid,
+                ]
+                .into_iter()
+                .chain(&s.series_descriptions)
+                .any(|field| field.to_lowercase().contains(&text))
+            });
+        }
+        let mut items = self.verdict_items(None)?;
+        for study in &mut studies {
+            if let Some(items) = items.remove(&study.study_instance_uid) {
+                study.items = items;
+            }
+        }
+        Ok(studies)
+    }
+
+    /// One study with its series, codes and naming; `None` when no such study is stored.
+    pub fn study_detail(&self, study: &str) -> Result<Option<StudyDetail>, StoreError> {
+        let conn = self.conn;
+        let row = conn
+            .query_row(
+                &format!("{STUDY_ROWS_SQL} WHERE s.study_instance_uid = ?1"),
+                [study],
+                study_row,
+            )
+            .optional()?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let summary = StudySummary {
+            study_instance_uid: row.study_instance_uid,
+            patient_id: row.patient_id,
+            patient_name: row.patient_name,
+            study_date: row.study_date,
+            study_description: row.study_description,
+            station_names: row.station_names,
+            series_count: row.series_count,
+            instance_count: row.instance_count,
+            first_received_at: row.first_received_at,
+            last_received_at: row.last_received_at,
+        };
+        let (accession_number, study_time, requested_procedure_description) = conn.query_row(
+            "SELECT accession_number, study_time, requested_procedure_description FROM studies
+             WHERE study_instance_uid = ?1",
+            [study],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let procedure_codes = conn
+            .prepare(
+                "SELECT sequence, code_value, coding_scheme_designator, code_meaning
+                 FROM study_procedure_codes WHERE study_instance_uid = ?1 ORDER BY rowid",
+            )?
+            .query_map([study], |row| {
+                Ok(CodeRow {
+                    sequence: row.get(0)?,
+                    code_value: row.get(1)?,
+                    coding_scheme_designator: row.get(2)?,
+                    code_meaning: row.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let series = conn
+            .prepare(
+                "SELECT se.series_instance_uid, se.series_number, se.modality, se.series_description,
+                        se.protocol_name, se.station_name, se.manufacturer, se.manufacturer_model_name,
+                        se.frame_of_reference_uid, count(i.sop_instance_uid),
+                        coalesce(sum(i.file_size), 0), se.last_received_at, se.kind, se.verdict
+                 FROM series se LEFT JOIN instances i USING (series_instance_uid)
+                 WHERE se.study_instance_uid = ?1
+                 GROUP BY se.series_instance_uid
+                 ORDER BY se.series_number IS NULL, se.series_number, se.first_received_at",
+            )?
+            .query_map(params![study], |row| {
+                Ok(SeriesRow {
+                    series_instance_uid: row.get(0)?,
+                    series_number: row.get(1)?,
+                    modality: row.get(2)?,
+                    series_description: row.get(3)?,
+                    protocol_name: row.get(4)?,
+                    station_name: row.get(5)?,
+                    manufacturer: row.get(6)?,
+                    manufacturer_model_name: row.get(7)?,
+                    frame_of_reference_uid: row.get(8)?,
+                    instance_count: row.get(9)?,
+                    bytes: row.get(10)?,
+                    last_received_at: row.get(11)?,
+                    kind: row.get(12)?,
+                    verdict: SeriesJudgement::parse(&row.get::<_, String>(13)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(StudyDetail {
+            summary,
+            accession_number,
+            study_time,
+            requested_procedure_description,
+            procedure_codes,
+            series,
+            naming: self.study_naming(study)?,
+        }))
+    }
+
+    fn study_naming(&self, study: &str) -> Result<Option<StudyNaming>, StoreError> {
+        let conn = self.conn;
+        let verdict = conn
+            .query_row(
+                "SELECT status, standard_scheme, standard_code, standard_name, matched_by,
+                        rt_planning, suggested_reason, needs_reason_since
+                 FROM study_verdicts WHERE study_instance_uid = ?1",
+                [study],
+                |r| {
+                    let status: StudyStatus = r.get(0)?;
+                    Ok(StudyNaming {
+                        status,
+                        hcpcs: status.hcpcs(),
+                        standard_scheme: r.get(1)?,
+                        standard_code: r.get(2)?,
+                        standard_name: r.get(3)?,
+                        matched_by: r.get(4)?,
+                        items: VerdictItems::default(),
+                        rt_planning: r.get::<_, i64>(5)? != 0,
+                        suggested_reason: r.get(6)?,
+                        needs_reason_since: r.get(7)?,
+                        reasons: Vec::new(),
+                        status_history: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut naming) = verdict else {
+            return Ok(None);
+        };
+        naming.items = self
+            .verdict_items(Some(study))?
+            .remove(study)
+            .unwrap_or_default();
+        naming.reasons = conn
+            .prepare(
+                "SELECT reason_code, note, documented_by, documented_at FROM study_reasons
+                 WHERE study_instance_uid = ?1 ORDER BY id",
+            )?
+            .query_map([study], |r| {
+                Ok(ReasonRow {
+                    reason_code: r.get(0)?,
+                    note: r.get(1)?,
+                    documented_by: r.get(2)?,
+                    documented_at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        naming.status_history = conn
+            .prepare(
+                "SELECT changed_at, from_status, to_status, cause FROM study_status_history
+                 WHERE study_instance_uid = ?1 ORDER BY rowid",
+            )?
+            .query_map([study], |r| {
+                Ok(StatusChange {
+                    changed_at: r.get(0)?,
+                    from_status: r.get(1)?,
+                    to_status: r.get(2)?,
+                    cause: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(naming))
+    }
+
+    /// Findings, suggestions and evidence of one study's verdict, or of every study's.
+    fn verdict_items(
+        &self,
+        study: Option<&str>,
+    ) -> Result<HashMap<String, VerdictItems>, StoreError> {
+        let mut items: HashMap<String, VerdictItems> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT study_instance_uid, code, subject, detail FROM study_findings
+             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+        )?;
+        let mut rows = stmt.query([study])?;
+        while let Some(r) = rows.next()? {
+            items
+                .entry(r.get(0)?)
+                .or_default()
+                .findings
+                .push(FindingRow {
+                    code: r.get(1)?,
+                    subject: r.get(2)?,
+                    detail: r.get(3)?,
+                });
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT study_instance_uid, scheme, code, name, score FROM study_suggestions
+             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+        )?;
+        let mut rows = stmt.query([study])?;
+        while let Some(r) = rows.next()? {
+            items
+                .entry(r.get(0)?)
+                .or_default()
+                .suggestions
+                .push(SuggestionRow {
+                    scheme: r.get(1)?,
+                    code: r.get(2)?,
+                    name: r.get(3)?,
+                    score: r.get(4)?,
+                });
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT study_instance_uid, kind, detail FROM study_evidence
+             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+        )?;
+        let mut rows = stmt.query([study])?;
+        while let Some(r) = rows.next()? {
+            items
+                .entry(r.get(0)?)
+                .or_default()
+                .evidence
+                .push(EvidenceRow {
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                });
+        }
+        Ok(items)
+    }
+
+    /// How many studies the index holds (also: the database answers).
+    pub fn study_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM studies", [], |r| r.get(0))?)
+    }
+
+    /// What the G-code report counts, for every study with a verdict.
+    pub fn report_facts(&self) -> Result<Vec<ReportFact>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.first_received_at, v.status,
+                    (SELECT station_name FROM series WHERE study_instance_uid = s.study_instance_uid
+                       AND station_name <> '' ORDER BY first_received_at LIMIT 1),
+                    (SELECT documented_by FROM study_reasons WHERE study_instance_uid = s.study_instance_uid
+                       ORDER BY id DESC LIMIT 1)
+             FROM studies s JOIN study_verdicts v USING (study_instance_uid)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ReportFact {
+                first_received_at: r.get(0)?,
+                status: r.get(1)?,
+                station_name: r.get(2)?,
+                documented_by: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
