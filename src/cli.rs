@@ -13,9 +13,7 @@ use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping};
 use crate::service::{Author, ReasonRequest, RetryRequest, Service, ServiceError};
 use crate::store::queue::{DestinationQueue, QueueState};
-use crate::store::studies::{
-    EvidenceRow, FindingRow, StudyDetail, StudyQuery, StudyRow, SuggestionRow,
-};
+use crate::store::studies::{EvidenceRow, FindingRow, StudyDetail, StudyQuery, SuggestionRow};
 use crate::store::{self, IndexHandle, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +82,13 @@ pub fn studies(
         ..StudyQuery::default()
     };
     let studies = existing_store(config)?.db().studies(&query)?;
-    let now = std::time::SystemTime::now();
     match format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = studies
                 .iter()
                 .map(|s| {
                     let mut value = serde_json::to_value(s).unwrap_or_default();
-                    value["waiting_seconds"] = waiting(s, now).map(|d| d.as_secs()).into();
+                    value["waiting_seconds"] = s.waiting().map(|d| d.as_secs()).into();
                     value
                 })
                 .collect();
@@ -124,7 +121,7 @@ pub fn studies(
                     s.study_instance_uid.clone(),
                     status_text(s.status).to_string(),
                     s.hcpcs.to_string(),
-                    waiting(s, now)
+                    s.waiting()
                         .map(|d| d.as_secs().to_string())
                         .unwrap_or_default(),
                     s.patient_id.clone(),
@@ -168,7 +165,7 @@ pub fn studies(
                     out,
                     "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
                     format!("{} {}", s.hcpcs, status_text(s.status)),
-                    waiting(s, now).map(human_duration).unwrap_or_default(),
+                    s.waiting().map(human_duration).unwrap_or_default(),
                     clip(&patient(&s.patient_name, &s.patient_id), 20),
                     s.study_date,
                     clip(&s.station_names.join(","), 10),
@@ -186,12 +183,6 @@ pub fn studies(
         }
     }
     Ok(())
-}
-
-/// How long a study has waited for a documented reason (only while it needs one).
-fn waiting(s: &StudyRow, now: std::time::SystemTime) -> Option<std::time::Duration> {
-    let since = humantime::parse_rfc3339_weak(s.waiting_since()?).ok()?;
-    now.duration_since(since).ok()
 }
 
 fn status_text(status: Option<StudyStatus>) -> &'static str {

@@ -240,14 +240,12 @@ fn finding_label(code: &str) -> &str {
     }
 }
 
-fn waiting(since: Option<&str>) -> String {
-    let Some(since) = since.and_then(|s| humantime::parse_rfc3339_weak(s).ok()) else {
+/// How long a study has waited, in words.
+fn waiting(waited: Option<std::time::Duration>) -> String {
+    let Some(waited) = waited else {
         return String::new();
     };
-    let minutes = std::time::SystemTime::now()
-        .duration_since(since)
-        .map(|d| d.as_secs() / 60)
-        .unwrap_or(0);
+    let minutes = waited.as_secs() / 60;
     match minutes {
         0..60 => format!("{minutes} min"),
         60..2880 => format!("{} h", minutes / 60),
@@ -294,7 +292,7 @@ pub async fn worklist(
                 tbody {
                     @for s in &studies {
                         tr {
-                            td.num { (waiting(s.waiting_since())) }
+                            td.num { (waiting(s.waiting())) }
                             td { (status_badge(s.status)) }
                             td { (person(&s.patient_name)) br; span.muted { (s.patient_id) } }
                             td { (dicom_date(&s.study_date)) }

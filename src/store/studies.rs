@@ -80,9 +80,11 @@ pub struct StudyRow {
 
 impl StudyRow {
     /// How long the study has waited for a documented reason, while it needs one.
-    pub fn waiting_since(&self) -> Option<&str> {
+    pub fn waiting(&self) -> Option<std::time::Duration> {
         match self.status {
-            Some(StudyStatus::NeedsReason) => self.needs_reason_since.as_deref(),
+            Some(StudyStatus::NeedsReason) => {
+                crate::clock::elapsed_since(self.needs_reason_since.as_deref()?)
+            }
             _ => None,
         }
     }
