@@ -12,6 +12,9 @@
 # Environment (all optional):
 #   BENCH_REPS=3                       repetitions per target and mode; medians are reported
 #   BENCH_TARGETS="simgate-fsync simgate-os storescp"
+#                                      also baseline-fsync baseline-os: SIMGATE_BASELINE_BIN (an
+#                                      older build) in the same alternation, for before/after
+#   SIMGATE_BASELINE_BIN               the simgate binary of the baseline-* targets
 #   BENCH_MODES="1 4"                  numbers of storescu processes sending at once
 #   BENCH_DIR=target                   where bench-data/, bench-run/ and bench-results.md go
 #   BENCH_SKIP_BUILD=1                 do not run cargo; use the binaries as they are
@@ -33,6 +36,7 @@ readonly BENCH_DIR
 readonly RELEASE_DIR="${CARGO_TARGET_DIR:-target}/release"
 readonly SIMGATE_BIN="${SIMGATE_BIN:-$RELEASE_DIR/simgate}"
 readonly SIMGATE_GEN_BIN="${SIMGATE_GEN_BIN:-$RELEASE_DIR/simgate-gen}"
+readonly SIMGATE_BASELINE_BIN="${SIMGATE_BASELINE_BIN:-}"
 
 # The upload, spelled out here rather than left to simgate-gen's defaults so the cache check and
 # the expected counts cannot drift apart.
@@ -205,8 +209,8 @@ finish_leg() { # received_dir
 
 # Writes leg_dir/simgate.toml (HTTP off, the given port, storage and durability, then any extra
 # TOML), starts simgate with it in the background (SERVER_PID) and waits until it answers C-ECHO.
-start_simgate() { # leg_dir port storage durability [extra_toml]
-    local leg_dir=$1 port=$2 storage=$3 durability=$4 extra=${5:-}
+start_simgate() { # leg_dir port storage durability [extra_toml] [binary]
+    local leg_dir=$1 port=$2 storage=$3 durability=$4 extra=${5:-} binary=${6:-$SIMGATE_BIN}
     cat >"$leg_dir/simgate.toml" <<EOF
 [http]
 bind = "off"
@@ -221,19 +225,19 @@ durability = "$durability"
 reserve_free_bytes = "0 B"
 $extra
 EOF
-    "$SIMGATE_BIN" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
+    "$binary" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
     SERVER_PID=$!
     wait_for_echo SIMGATE "$port" "$SERVER_PID" "$leg_dir/simgate.log"
 }
 
-run_simgate() { # durability rep senders
-    local durability=$1 rep=$2 senders=$3
-    local leg_dir="$RUN_ROOT/simgate-$durability-x$senders-r$rep"
+run_simgate() { # durability rep senders [name binary]
+    local durability=$1 rep=$2 senders=$3 name=${4:-simgate} binary=${5:-$SIMGATE_BIN}
+    local leg_dir="$RUN_ROOT/$name-$durability-x$senders-r$rep"
     local storage="$leg_dir/storage"
     mkdir -p "$storage"
     local port
     port=$(free_port)
-    start_simgate "$leg_dir" "$port" "$storage" "$durability"
+    start_simgate "$leg_dir" "$port" "$storage" "$durability" "" "$binary"
 
     send_all SIMGATE "$port" "$senders" "$leg_dir"
     # simgate answers success only once an instance is stored, so the files are there already.
@@ -241,7 +245,7 @@ run_simgate() { # durability rep senders
     rss_kb=$(peak_rss_kb "$SERVER_PID")
     stop_server "$SERVER_PID" "simgate ($leg_dir/simgate.log)"
     expect_received "$storage" '*.dcm' "simgate's storage ($storage)"
-    record "simgate-$durability" "$senders" "$rep" "$LAST_SECONDS" "$rss_kb"
+    record "$name-$durability" "$senders" "$rep" "$LAST_SECONDS" "$rss_kb"
     finish_leg "$storage"
 }
 
@@ -325,8 +329,10 @@ run_leg() { # target rep senders
     case $1 in
     simgate-fsync) run_simgate fsync "$2" "$3" ;;
     simgate-os) run_simgate os "$2" "$3" ;;
+    baseline-fsync) run_simgate fsync "$2" "$3" baseline "$SIMGATE_BASELINE_BIN" ;;
+    baseline-os) run_simgate os "$2" "$3" baseline "$SIMGATE_BASELINE_BIN" ;;
     storescp) run_storescp "$2" "$3" ;;
-    *) die "unknown target $1 (known: simgate-fsync simgate-os storescp)" ;;
+    *) die "unknown target $1 (known: simgate-fsync simgate-os baseline-fsync baseline-os storescp)" ;;
     esac
 }
 
@@ -346,6 +352,8 @@ target_label() {
     case $1 in
     simgate-fsync) echo 'simgate, durability "fsync"' ;;
     simgate-os) echo 'simgate, durability "os"' ;;
+    baseline-fsync) echo 'baseline simgate, durability "fsync"' ;;
+    baseline-os) echo 'baseline simgate, durability "os"' ;;
     storescp) echo 'DCMTK storescp --fork (no fsync)' ;;
     esac
 }
@@ -416,6 +424,9 @@ main() {
     [[ -x $SIMGATE_GEN_BIN ]] || die "no simgate-gen at $SIMGATE_GEN_BIN"
     if [[ " $TARGETS " == *" simgate-"* ]]; then
         [[ -x $SIMGATE_BIN ]] || die "no simgate at $SIMGATE_BIN"
+    fi
+    if [[ " $TARGETS " == *" baseline-"* ]]; then
+        [[ -x $SIMGATE_BASELINE_BIN ]] || die "baseline targets need SIMGATE_BASELINE_BIN (got ${SIMGATE_BASELINE_BIN:-nothing})"
     fi
     ensure_data
     log "$(storescu --version 2>&1 | head -n 1); $(nproc) CPUs; ${#FILES[@]} files, $DATA_BYTES bytes"
