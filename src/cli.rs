@@ -2,18 +2,19 @@
 //! or one JSON document with stable field names; writes are [`Service`] calls, the same
 //! operations the web side makes, run here on a writer thread of this process.
 
-use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::{self, Request, Response};
 use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping};
 use crate::service::{Author, ReasonRequest, RetryRequest, Service, ServiceError};
 use crate::store::queue::{DestinationQueue, QueueState};
 use crate::store::studies::{EvidenceRow, FindingRow, StudyDetail, StudyQuery, SuggestionRow};
+use crate::store::verdicts::ImportOutcome;
 use crate::store::{self, IndexHandle, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,10 @@ pub enum CliError {
     UnknownStudy(String),
     #[error("cannot start the index writer")]
     Writer(#[source] std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot write output")]
     Output(#[from] std::io::Error),
     #[error("cannot encode JSON")]
@@ -36,24 +41,52 @@ pub enum CliError {
     Csv(#[from] csv::Error),
 }
 
-/// Runs write operations through a [`Service`] on this database, as the gateway would.
-fn with_service<T, F, Fut>(config: &Config, store: Store, work: F) -> Result<T, CliError>
-where
-    F: FnOnce(Service) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let naming = crate::service::rules::load(&config.naming, &store.db())?;
+/// Runs a write: through the running gateway's control socket when there is one (so the
+/// receive path never waits for this command's lock), else on a writer thread of this
+/// process, through the same [`control::execute`].
+fn write(config: &Config, request: Request, create: bool) -> Result<Response, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(CliError::Writer)?;
+    if let Some(response) = runtime.block_on(control::call(&config.storage.dir, &request))? {
+        return Ok(response);
+    }
+    let path = config.storage.database_path();
+    let store = if create {
+        store::open(&path, config.storage.durability)?
+    } else {
+        store::open_existing(&path)?
+    };
+    let naming = crate::service::rules::load(&config.naming, &store.db())?;
     let (index, writer) =
         IndexHandle::spawn(store, 16, watch::channel(0).0).map_err(CliError::Writer)?;
     let (_naming, naming_rules) = watch::channel(Arc::new(naming));
     let service = Service::new(index, Arc::new(config.clone()), naming_rules);
-    let result = runtime.block_on(work(service));
-    // The service is gone with the future: the writer finishes and stops.
+    let response = runtime.block_on(control::execute(&service, request));
+    drop(service);
+    // Every handle is gone: the writer finishes and stops.
     let _ = writer.join();
-    Ok(result)
+    Ok(response)
+}
+
+/// The answer to a write, or why it was refused.
+fn accepted(response: Response) -> Result<Response, CliError> {
+    match response {
+        Response::Refused { message, .. } => Err(CliError::Refused(message)),
+        other => Ok(other),
+    }
+}
+
+fn unexpected_or_refused(response: Response) -> CliError {
+    match accepted(response) {
+        Ok(other) => unexpected(&other),
+        Err(refused) => refused,
+    }
+}
+
+fn unexpected(response: &Response) -> CliError {
+    CliError::Refused(format!("unexpected answer from the gateway: {response:?}"))
 }
 
 fn existing_store(config: &Config) -> Result<Store, StoreError> {
@@ -338,7 +371,6 @@ pub fn nomenclature_import(
     file: &std::path::Path,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    use crate::store::verdicts::ImportOutcome;
     let started = std::time::Instant::now();
     let read = crate::service::rules::read_playbook(file)?;
     let (file_name, format, rows, names) = (
@@ -347,10 +379,14 @@ pub fn nomenclature_import(
         read.playbook.rows,
         read.playbook.names.len(),
     );
-    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let outcome = with_service(config, store, async move |service| {
-        service.import_playbook(&Author::operator(), read).await
-    })??;
+    let request = Request::ImportPlaybook {
+        author: Author::operator(),
+        file: read,
+    };
+    let outcome = match accepted(write(config, request, true)?)? {
+        Response::Imported { import } => import,
+        other => return Err(unexpected(&other).into()),
+    };
     let elapsed = started.elapsed();
     match outcome {
         ImportOutcome::Unchanged { imported_at } => writeln!(
@@ -413,10 +449,10 @@ pub fn nomenclature_sources(
 
 /// `simgate nomenclature recheck`.
 pub fn nomenclature_recheck(config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
-    let store = store::open(&config.storage.database_path(), config.storage.durability)?;
-    let (studies, changed) = with_service(config, store, async move |service| {
-        service.recheck_all(service.naming()).await
-    })??;
+    let (studies, changed) = match accepted(write(config, Request::Recheck, true)?)? {
+        Response::Rechecked { studies, changed } => (studies, changed),
+        other => return Err(unexpected(&other).into()),
+    };
     writeln!(
         out,
         "Re-evaluated {studies} studies; {changed} changed status. Documented reasons are kept."
@@ -546,16 +582,30 @@ pub fn reason(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let author = Author::for_cli(config, by)?;
-    let store = existing_store(config)?;
-    let recorded = with_service(config, store, async move |service| {
-        service.document_reason(&author, request).await
-    })?
-    .map_err(|e| match e {
-        ServiceError::NoteRequired { label } => {
-            anyhow::anyhow!("reason {label:?} needs a --note")
+    let note_required = config
+        .naming
+        .reason(&request.code)
+        .filter(|choice| choice.note_required && request.note.trim().is_empty())
+        .map(|choice| choice.label.clone());
+    let response = write(
+        config,
+        Request::DocumentReason {
+            author,
+            reason: request,
+        },
+        false,
+    )?;
+    let recorded = match response {
+        Response::Reason { recorded } => recorded,
+        // Said as the command line spells it.
+        Response::Refused { .. } if note_required.is_some() => {
+            anyhow::bail!(
+                "reason {:?} needs a --note",
+                note_required.unwrap_or_default()
+            )
         }
-        other => other.into(),
-    })?;
+        other => return Err(unexpected_or_refused(other).into()),
+    };
     if json {
         serde_json::to_writer_pretty(
             &mut *out,
@@ -770,10 +820,14 @@ pub fn queue_retry(
     request: RetryRequest,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let store = existing_store(config)?;
-    let count = with_service(config, store, async move |service| {
-        service.retry(&Author::operator(), request).await
-    })??;
+    let request = Request::Retry {
+        author: Author::operator(),
+        retry: request,
+    };
+    let count = match accepted(write(config, request, false)?)? {
+        Response::Queued { instances } => instances,
+        other => return Err(unexpected(&other).into()),
+    };
     writeln!(
         out,
         "Queued {count} instances again; a running gateway sends them within a second."
@@ -788,12 +842,15 @@ pub fn forward_study(
     destination: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let store = existing_store(config)?;
-    let count = with_service(config, store, async move |service| {
-        service
-            .forward_study(&Author::operator(), study, destination)
-            .await
-    })??;
+    let request = Request::ForwardStudy {
+        author: Author::operator(),
+        study_instance_uid: study.to_string(),
+        destination: destination.to_string(),
+    };
+    let count = match accepted(write(config, request, false)?)? {
+        Response::Queued { instances } => instances,
+        other => return Err(unexpected(&other).into()),
+    };
     writeln!(
         out,
         "Queued {count} instances of {study} for {destination}."

@@ -224,6 +224,9 @@ pub struct ForwardConfig {
     #[serde(with = "humantime_serde_compat")]
     pub response_timeout: Duration,
     pub max_pdu_length: u32,
+    /// While a destination cannot be reached, a C-ECHO this often tells when it is back.
+    #[serde(with = "humantime_serde_compat")]
+    pub probe_interval: Duration,
 }
 
 impl StorageConfig {
@@ -448,6 +451,7 @@ impl Resolver<'_> {
             connect_timeout: self.duration("forward.connect_timeout", &f.connect_timeout)?,
             response_timeout: self.duration("forward.response_timeout", &f.response_timeout)?,
             max_pdu_length: f.max_pdu_length,
+            probe_interval: self.duration("forward.probe_interval", &f.probe_interval)?,
         };
         let mut destinations: Vec<DestinationConfig> = Vec::new();
         for d in raw.destinations {
@@ -686,6 +690,7 @@ struct RawForward {
     connect_timeout: String,
     response_timeout: String,
     max_pdu_length: u32,
+    probe_interval: String,
 }
 
 impl Default for RawForward {
@@ -699,6 +704,7 @@ impl Default for RawForward {
             connect_timeout: "10s".into(),
             response_timeout: "120s".into(),
             max_pdu_length: 131_072,
+            probe_interval: "3s".into(),
         }
     }
 }

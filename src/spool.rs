@@ -85,6 +85,52 @@ impl Spool {
         self.root.parent().unwrap_or(&self.root)
     }
 
+    /// Every file under its final name, relative to the storage folder (`spool/aa/<hash>.dcm`).
+    pub fn final_files(&self) -> Result<Vec<String>, SpoolError> {
+        let mut files = Vec::new();
+        for shard in fs::read_dir(&self.root).map_err(io_error("list", &self.root))? {
+            let shard = shard.map_err(io_error("list", &self.root))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(io_error("list", &shard))? {
+                let path = entry.map_err(io_error("list", &shard))?.path();
+                if path.extension().is_some_and(|ext| ext == "dcm")
+                    && let (Some(shard), Some(name)) = (
+                        shard.file_name().and_then(|n| n.to_str()),
+                        path.file_name().and_then(|n| n.to_str()),
+                    )
+                {
+                    files.push(format!("spool/{shard}/{name}"));
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Moves a stored file that cannot be indexed out of the spool, into `quarantine/`.
+    pub fn quarantine(&self, relative_path: &str) -> Result<PathBuf, SpoolError> {
+        let from = self.storage_dir().join(relative_path);
+        let dir = self.storage_dir().join("quarantine");
+        fs::create_dir_all(&dir).map_err(io_error("create folder", &dir))?;
+        let to = dir.join(from.file_name().unwrap_or_default());
+        fs::rename(&from, &to).map_err(io_error("move into quarantine", &from))?;
+        Ok(to)
+    }
+
+    /// Proves the storage takes writes now: a small file in `tmp/` written, flushed to disk
+    /// and removed. Blocks as long as the storage does (a frozen or hung file system).
+    pub fn probe_write(&self) -> Result<(), SpoolError> {
+        let path = self.tmp.join("health.probe");
+        let mut file = File::create(&path).map_err(io_error("create", &path))?;
+        file.write_all(b"simgate")
+            .map_err(io_error("write", &path))?;
+        file.sync_all().map_err(io_error("flush", &path))?;
+        drop(file);
+        fs::remove_file(&path).map_err(io_error("remove", &path))
+    }
+
     /// Bytes available to simgate on the storage file system.
     pub fn free_bytes(&self) -> Result<u64, SpoolError> {
         let stat = rustix::fs::statvfs(&self.root).map_err(|e| SpoolError::Io {

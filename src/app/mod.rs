@@ -4,6 +4,7 @@
 //! order. [`run`] takes already-bound listeners and a cancellation token, so a test can bind
 //! port 0 and stop it at will.
 
+mod reconcile;
 mod retention;
 
 use std::net::SocketAddr;
@@ -35,6 +36,12 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create the storage folder {path}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the storage folder")]
     Spool(#[from] SpoolError),
     #[error("cannot open the database")]
@@ -45,6 +52,8 @@ pub enum AppError {
     Rules(#[from] RulesLoadError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// Jobs in the index writer's queue; beyond this, receivers wait (backpressure).
@@ -92,6 +101,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
+    // The control socket first: a second gateway on the same folder stops here, before it
+    // touches the first one's files.
+    std::fs::create_dir_all(&config.storage.dir).map_err(|source| AppError::Folder {
+        path: config.storage.dir.clone(),
+        source,
+    })?;
+    let control = crate::control::bind(&config.storage.dir).await?;
     let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
     let database = config.storage.database_path();
     let store = store::open(&database, config.storage.durability)?;
@@ -99,7 +115,14 @@ pub async fn run(
     let (index, writer_thread) =
         IndexHandle::spawn(store, INDEX_QUEUE, queue_changed_tx).map_err(AppError::Thread)?;
     let service = Service::new(index.clone(), Arc::clone(&config), naming);
+    reconcile::run(&spool, &index, &service, config.listener.ae_title.as_str()).await?;
     let tracker = TaskTracker::new();
+    tracker.spawn(crate::control::serve(
+        control,
+        service.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
 
     crate::forward::start(crate::forward::Shared {
         config: &config,

@@ -174,6 +174,23 @@ pub fn encode_store_request(
     out
 }
 
+/// A C-ECHO-RQ command set (Verification), as the forwarder's probe sends it.
+pub fn encode_echo_request(message_id: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    put_element(
+        &mut body,
+        0x0002,
+        &even_uid(super::sop_classes::VERIFICATION),
+    );
+    put_element(&mut body, 0x0100, &command_field::C_ECHO_RQ.to_le_bytes());
+    put_element(&mut body, 0x0110, &message_id.to_le_bytes());
+    put_element(&mut body, 0x0800, &NO_DATA_SET.to_le_bytes());
+    let mut out = Vec::with_capacity(body.len() + 12);
+    put_element(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 /// The fields of a response command set the forwarder checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseFields {
@@ -417,6 +434,18 @@ mod tests {
         assert!(
             ResponseFields::decode(&store_rq(1)).is_err(),
             "a request is not a response"
+        );
+    }
+
+    #[test]
+    fn an_echo_request_decodes_as_one_without_a_data_set() {
+        let command = Command::decode(&encode_echo_request(7)).expect("decode");
+        assert_eq!(command.command_field, command_field::C_ECHO_RQ);
+        assert_eq!(command.message_id, 7);
+        assert!(!command.has_data_set());
+        assert_eq!(
+            command.affected_sop_class_uid.as_deref(),
+            Some(crate::dicom::sop_classes::VERIFICATION)
         );
     }
 }

@@ -15,7 +15,44 @@ pub const HEAD_LENGTH: usize = 144;
 #[derive(Debug, thiserror::Error)]
 pub enum Part10Error {
     #[error("cannot build the file meta information")]
-    Meta(#[source] dicom_object::meta::Error),
+    Meta(#[source] Box<dicom_object::meta::Error>),
+    #[error("not a Part-10 file as simgate writes them")]
+    NotPart10,
+    #[error("cannot read the file meta information")]
+    ReadMeta(#[source] Box<dicom_object::meta::Error>),
+}
+
+/// What the file meta information of a stored file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMeta {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub source_ae_title: String,
+    /// Where the data set starts.
+    pub dataset_offset: u64,
+}
+
+/// Reads the meta group of a stored file from its first bytes (at least up to the data set).
+pub fn read_meta(head: &[u8]) -> Result<StoredMeta, Part10Error> {
+    let offset = dataset_offset(head).ok_or(Part10Error::NotPart10)?;
+    let meta_bytes = head
+        .get(128..offset as usize)
+        .ok_or(Part10Error::NotPart10)?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(meta_bytes)
+        .map_err(|e| Part10Error::ReadMeta(Box::new(e)))?;
+    Ok(StoredMeta {
+        sop_class_uid: meta.media_storage_sop_class_uid().to_string(),
+        sop_instance_uid: meta.media_storage_sop_instance_uid().to_string(),
+        transfer_syntax_uid: meta.transfer_syntax().to_string(),
+        source_ae_title: meta
+            .source_application_entity_title
+            .as_deref()
+            .unwrap_or("")
+            .trim_end_matches(['\0', ' '])
+            .to_string(),
+        dataset_offset: offset,
+    })
 }
 
 /// What goes into the file meta information (group 0002) of a stored instance.
@@ -38,11 +75,12 @@ impl PartTenMeta<'_> {
             .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
             .source_application_entity_title(self.source_ae_title)
             .build()
-            .map_err(Part10Error::Meta)?;
+            .map_err(|e| Part10Error::Meta(Box::new(e)))?;
         let mut out = Vec::with_capacity(400);
         out.extend_from_slice(&[0u8; 128]);
         out.extend_from_slice(b"DICM");
-        meta.write(&mut out).map_err(Part10Error::Meta)?;
+        meta.write(&mut out)
+            .map_err(|e| Part10Error::Meta(Box::new(e)))?;
         Ok(out)
     }
 }
@@ -76,6 +114,10 @@ mod tests {
         .encode()
         .expect("encode");
         assert_eq!(dataset_offset(&head), Some(head.len() as u64));
+        let meta = read_meta(&head).expect("meta");
+        assert_eq!(meta.sop_instance_uid, "1.2.3.4");
+        assert_eq!(meta.transfer_syntax_uid, "1.2.840.10008.1.2.1");
+        assert_eq!(meta.source_ae_title, "CTSIM");
         assert_eq!(dataset_offset(&head[..100]), None);
         let mut not_part10 = head.clone();
         not_part10[128] = b'X';

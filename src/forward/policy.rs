@@ -71,6 +71,19 @@ impl ForwardError {
         }
     }
 
+    /// The destination cannot be reached at all (no connection, a dropped one, silence, an
+    /// abort): probe it with C-ECHO until it answers, rather than back off for minutes.
+    /// Destinations that answer with failures back off exponentially instead.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::Connect { .. }
+                | ForwardError::Network(_)
+                | ForwardError::Timeout(_)
+                | ForwardError::Aborted
+        )
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             ForwardError::Refused { status, .. } => Some(status.0),
@@ -156,6 +169,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(120),
             max_pdu_length: 131_072,
+            probe_interval: Duration::from_secs(3),
         };
         let secs = |failures, jitter| backoff_delay(&settings, failures, jitter).as_secs_f64();
         assert_eq!(secs(0, 0.5), 2.0);
@@ -213,6 +227,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(120),
             max_pdu_length: 131_072,
+            probe_interval: Duration::from_secs(3),
         };
         let now = "2000-01-01T00:00:00.000Z";
         let sent = attempt_outcome(&Ok((Status::SUCCESS, None)), 0, &settings, now);

@@ -20,6 +20,7 @@ use super::policy::{Delivered, ForwardError};
 use crate::config::{DestinationConfig, ForwardConfig};
 use crate::dicom::dimse::{self, ResponseFields, command_field};
 use crate::dicom::part10;
+use crate::dicom::sop_classes::VERIFICATION;
 use crate::dicom::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use crate::dicom::uid::trim_uid;
 use crate::store::queue::QueueItem;
@@ -85,6 +86,56 @@ impl Scu {
     pub async fn abort(&mut self) {
         if let Some(open) = self.open.take() {
             let _ = open.association.abort().await;
+        }
+    }
+
+    /// Is the destination there? A C-ECHO on an association of its own, released at once.
+    pub async fn echo(&self) -> Result<(), ForwardError> {
+        let d = &self.destination;
+        let options = ClientAssociationOptions::new()
+            .calling_ae_title(d.calling_ae_title.as_str().to_string())
+            .called_ae_title(d.ae_title.as_str().to_string())
+            .max_pdu_length(self.settings.max_pdu_length)
+            .connection_timeout(self.settings.connect_timeout)
+            .read_timeout(self.settings.connect_timeout)
+            .write_timeout(self.settings.connect_timeout)
+            .with_presentation_context(
+                VERIFICATION.to_string(),
+                vec![IMPLICIT_VR_LITTLE_ENDIAN.to_string()],
+            );
+        let mut association = establish(options, &d.address).await?;
+        let pc = association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| pc.id)
+            .ok_or_else(|| ForwardError::NoPresentationContext {
+                sop_class_uid: VERIFICATION.to_string(),
+                transfer_syntax_uid: IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
+            })?;
+        association
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: dimse::encode_echo_request(1),
+                }],
+            })
+            .await
+            .map_err(|e| ForwardError::Network(Box::new(e)))?;
+        let timeout = self.settings.connect_timeout;
+        let response = tokio::time::timeout(timeout, receive_response(&mut association, timeout))
+            .await
+            .map_err(|_| ForwardError::Timeout(timeout))??;
+        let _ = association.release().await;
+        if response.command_field == command_field::C_ECHO_RSP && response.status.is_success() {
+            Ok(())
+        } else {
+            Err(ForwardError::Refused {
+                status: response.status,
+                comment: response.error_comment,
+            })
         }
     }
 
@@ -193,30 +244,7 @@ impl Scu {
             proposed += 1;
         }
         tracing::debug!(destination = %d.name, proposed, "requesting association");
-        let address = d.address.clone();
-        let mut association = match options.establish_async(address.as_str()).await {
-            Ok(association) => association,
-            Err(dicom_ul::association::Error::Rejected { association_rj, .. }) => {
-                return Err(ForwardError::Rejected {
-                    transient: association_rj.result == AssociationRJResult::Transient,
-                    detail: association_rj.source.to_string(),
-                });
-            }
-            Err(e @ dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => {
-                return Err(ForwardError::Rejected {
-                    transient: false,
-                    detail: e.to_string(),
-                });
-            }
-            Err(source) => {
-                return Err(ForwardError::Connect {
-                    address,
-                    source: Box::new(source),
-                });
-            }
-        };
-        // DIMSE is request/response: Nagle would delay every command (DICOM-NOTES).
-        let _ = association.inner_stream().set_nodelay(true);
+        let association = establish(options, &d.address).await?;
         let accepted = association
             .presentation_contexts()
             .iter()
@@ -234,6 +262,37 @@ impl Scu {
             accepted,
             next_message_id: 1,
         })
+    }
+}
+
+/// Opens an association with TCP_NODELAY, telling a rejection (transient or permanent) from a
+/// connection that could not be made.
+async fn establish(
+    options: ClientAssociationOptions<'_>,
+    address: &str,
+) -> Result<AsyncClientAssociation<TcpStream>, ForwardError> {
+    match options.establish_async(address).await {
+        Ok(mut association) => {
+            // DIMSE is request/response: Nagle would delay every command (DICOM-NOTES).
+            let _ = association.inner_stream().set_nodelay(true);
+            Ok(association)
+        }
+        Err(dicom_ul::association::Error::Rejected { association_rj, .. }) => {
+            Err(ForwardError::Rejected {
+                transient: association_rj.result == AssociationRJResult::Transient,
+                detail: association_rj.source.to_string(),
+            })
+        }
+        Err(e @ dicom_ul::association::Error::NoAcceptedPresentationContexts { .. }) => {
+            Err(ForwardError::Rejected {
+                transient: false,
+                detail: e.to_string(),
+            })
+        }
+        Err(source) => Err(ForwardError::Connect {
+            address: address.to_string(),
+            source: Box::new(source),
+        }),
     }
 }
 

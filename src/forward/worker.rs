@@ -14,12 +14,14 @@ use super::scu::Scu;
 use crate::config::ForwardConfig;
 use crate::error_chain;
 use crate::store::IndexHandle;
-use crate::store::queue::Attempt;
+use crate::store::queue::{Attempt, QueueItem};
 
 /// Rows taken from the queue at a time.
 const BATCH: usize = 32;
 /// Even when nothing wakes it, a forwarder looks at its queue this often (CLI retries).
 const POLL: Duration = Duration::from_secs(1);
+/// Pause between tries to record an outcome the database did not take.
+const RECORD_RETRY: Duration = Duration::from_millis(500);
 
 /// One forwarder, for one destination.
 pub struct Forwarder {
@@ -65,22 +67,22 @@ impl Forwarder {
                 let now = crate::clock::now_rfc3339();
                 let attempt = policy::attempt_outcome(&result, item.attempts, &self.settings, &now);
                 self.log_attempt(&item.sop_instance_uid, &attempt);
-                let record = item.clone();
-                if let Err(e) = self
-                    .index
-                    .execute(move |db| db.record_attempt(&record, &attempt, &now))
-                    .await
-                {
-                    tracing::error!(destination = %name, cause = %error_chain(&e), "cannot record a forward attempt");
+                if !self.record(item, attempt, now).await {
+                    break; // shutting down; the row is queued again at the next start
                 }
                 match &result {
                     Ok(_) => transient_failures = 0,
                     Err(e) if e.is_transient() => {
                         self.scu.abort().await;
                         self.release_rows(std::mem::take(&mut remaining)).await;
-                        let delay = policy::backoff(&self.settings, transient_failures);
-                        transient_failures = transient_failures.saturating_add(1);
-                        self.pause(delay).await;
+                        if e.is_unreachable() {
+                            self.wait_until_reachable().await;
+                            transient_failures = 0;
+                        } else {
+                            let delay = policy::backoff(&self.settings, transient_failures);
+                            transient_failures = transient_failures.saturating_add(1);
+                            self.pause(delay).await;
+                        }
                         break;
                     }
                     Err(_) => {}
@@ -118,13 +120,76 @@ impl Forwarder {
         self.metrics.forward_outcome(name, outcome);
     }
 
-    /// Gives rows taken but not attempted back to the queue.
+    /// Records an attempt's outcome, trying again until the database takes it: the row must
+    /// not stay in flight, and the next row must not go out before this one is settled (order
+    /// within a series). False when the gateway stops first.
+    async fn record(&self, item: &QueueItem, attempt: Attempt, now: String) -> bool {
+        let mut failures = 0u32;
+        loop {
+            let (record, attempt, now) = (item.clone(), attempt.clone(), now.clone());
+            match self
+                .index
+                .execute(move |db| db.record_attempt(&record, &attempt, &now))
+                .await
+            {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(destination = %self.name, failures, "forward attempt recorded after all");
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::error!(destination = %self.name, cause = %error_chain(&e), "cannot record a forward attempt; trying again");
+                    }
+                    failures += 1;
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                return false;
+            }
+            self.pause(RECORD_RETRY).await;
+        }
+    }
+
+    /// Gives rows taken but not attempted back to the queue, trying again until it is done.
     async fn release_rows(&self, ids: Vec<i64>) {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self.index.execute(move |db| db.release(&ids)).await {
-            tracing::error!(destination = %self.name, cause = %error_chain(&e), "cannot give forward rows back");
+        let mut failures = 0u32;
+        loop {
+            let ids = ids.clone();
+            match self.index.execute(move |db| db.release(&ids)).await {
+                Ok(()) => return,
+                Err(e) if failures == 0 => {
+                    tracing::error!(destination = %self.name, cause = %error_chain(&e), "cannot give forward rows back; trying again");
+                }
+                Err(_) => {}
+            }
+            failures += 1;
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            self.pause(RECORD_RETRY).await;
+        }
+    }
+
+    /// The destination is unreachable: a C-ECHO every `probe_interval` until it answers.
+    async fn wait_until_reachable(&self) {
+        let started = tokio::time::Instant::now();
+        tracing::warn!(destination = %self.name, every_s = self.settings.probe_interval.as_secs_f64(), "destination unreachable: probing with C-ECHO");
+        while !self.shutdown.is_cancelled() {
+            self.pause(self.settings.probe_interval).await;
+            match self.scu.echo().await {
+                Ok(()) => {
+                    tracing::info!(destination = %self.name, after_s = started.elapsed().as_secs(), "destination answers C-ECHO again: resuming");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(destination = %self.name, cause = %error_chain(&e), "probe failed")
+                }
+            }
         }
     }
 

@@ -2,6 +2,10 @@
 //! side that speaks JSON. The query and form parsing that the pages share with it lives here
 //! too (`StudyFilter`, `ReportQuery`), so both read the same parameters the same way.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -222,21 +226,81 @@ pub async fn queue_retry(
     Ok(Json(json!({ "queued": count })))
 }
 
-/// Database and storage checked.
+/// How long each health check may take; `/healthz` answers within about this long.
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// One health check at a time: a check still blocked (a frozen file system) is not started
+/// again by every request, so a stalled storage cannot pile up blocked threads.
+#[derive(Debug, Default)]
+pub struct HealthCheck {
+    running: AtomicBool,
+}
+
+impl HealthCheck {
+    /// Runs `check` on the blocking pool, answering within [`HEALTH_TIMEOUT`].
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        what: &str,
+        check: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return Err(format!(
+                "{what}: the previous check has not finished (stalled)"
+            ));
+        }
+        let guard = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let result = check();
+            guard.running.store(false, Ordering::Release);
+            result
+        });
+        match tokio::time::timeout(HEALTH_TIMEOUT, task).await {
+            Ok(Ok(result)) => result.map_err(|e| format!("{what}: {e}")),
+            Ok(Err(e)) => Err(format!("{what}: {e}")),
+            Err(_) => Err(format!("{what}: no answer within {HEALTH_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// The checks behind `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    database: Arc<HealthCheck>,
+    storage: Arc<HealthCheck>,
+}
+
+/// Database and storage checked, each within a bound: 200, or 503 with the cause.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    let database = state.read(|db| db.study_count()).await;
-    let spool = std::sync::Arc::clone(&state.spool);
-    let free = tokio::task::spawn_blocking(move || spool.free_bytes()).await;
+    let reads = Arc::clone(&state.reads);
+    let database = state.health.database.run("database", move || {
+        reads
+            .read_blocking(|db| db.study_count())
+            .map_err(|e| crate::error_chain(&e))
+    });
+    let spool = Arc::clone(&state.spool);
+    let storage = state.health.storage.run("storage", move || {
+        spool.probe_write().map_err(|e| crate::error_chain(&e))?;
+        spool.free_bytes().map_err(|e| crate::error_chain(&e))
+    });
+    let (database, storage) = tokio::join!(database, storage);
     let reserve = state.config().storage.reserve_free_bytes;
-    let (storage_ok, free_bytes) = match free {
-        Ok(Ok(free)) => (free >= reserve, Some(free)),
-        _ => (false, None),
+    let storage_problem = match &storage {
+        Ok(free) if *free < reserve => Some(format!(
+            "storage: free space {free} bytes is below the reserve of {reserve} bytes"
+        )),
+        Ok(_) => None,
+        Err(e) => Some(e.clone()),
     };
-    let ok = database.is_ok() && storage_ok;
+    let ok = database.is_ok() && storage_problem.is_none();
     let body = json!({
         "status": if ok { "ok" } else { "failing" },
-        "database": match &database { Ok(_) => "ok".to_string(), Err(e) => e.to_string() },
-        "storage": { "ok": storage_ok, "free_bytes": free_bytes, "reserve_free_bytes": reserve },
+        "database": match &database { Ok(_) => "ok".to_string(), Err(e) => e.clone() },
+        "storage": {
+            "ok": storage_problem.is_none(),
+            "problem": storage_problem,
+            "free_bytes": storage.as_ref().ok(),
+            "reserve_free_bytes": reserve,
+        },
     });
     let status = if ok {
         StatusCode::OK

@@ -37,6 +37,7 @@ pub struct AppState {
     pub spool: Arc<Spool>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
+    pub health: Arc<api::Health>,
 }
 
 impl AppState {
@@ -57,6 +58,7 @@ impl AppState {
             spool,
             metrics,
             auth,
+            health: Arc::default(),
         }
     }
 

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::text::{normalize, similarity};
 
 /// Which standard a name belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// RSNA RadLex Playbook: codes `RPID<n>`, coding scheme designator `RADLEX`.
@@ -35,7 +35,7 @@ impl Scheme {
 }
 
 /// One standard procedure name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StandardName {
     pub scheme: Scheme,
     /// `RPID16`, `24627-2`.

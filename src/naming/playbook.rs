@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::nomenclature::{Scheme, StandardName};
 
 /// Which kind of file was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PlaybookFormat {
     RadlexCore,
     LoincRsna,
@@ -33,7 +33,7 @@ pub struct PlaybookError {
 }
 
 /// A parsed file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Playbook {
     pub format: PlaybookFormat,
     pub names: Vec<StandardName>,

@@ -4,7 +4,7 @@
 //! radiation treatment planning.
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::nomenclature::{Nomenclature, Scheme, SchemeDesignators, Suggestion};
 use super::series::{SeriesFacts, SeriesRules, SeriesVerdict};
@@ -51,7 +51,7 @@ pub struct NamingPolicy {
 }
 
 /// Study status, as stored and reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StudyStatus {
     /// G9318: named according to the standardized nomenclature.

@@ -66,6 +66,42 @@ impl StoreResult {
     }
 }
 
+/// Why an instance is refused, as the sender will read it.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: Status,
+    comment: String,
+}
+
+impl Refusal {
+    /// The data set itself is wrong: a 0xC000-range status, which senders do not retry.
+    fn data(comment: String) -> Refusal {
+        Refusal {
+            status: Status::CANNOT_UNDERSTAND,
+            comment,
+        }
+    }
+
+    /// Storage or the database failed (full disk, I/O error, permissions, a read-only file
+    /// system, a lock held too long): 0xA700, which tells the sender to try again, with the
+    /// operating system's or SQLite's own words (the Error Comment holds 64 characters).
+    fn storage(error: &(dyn std::error::Error + 'static)) -> Refusal {
+        Refusal {
+            status: Status::OUT_OF_RESOURCES,
+            comment: format!("storage failure: {}", root_cause(error)),
+        }
+    }
+}
+
+/// The innermost cause of an error: the OS error or SQLite's message.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 /// Checks the free-space reserve; `Some(result)` when the instance must be refused.
 pub fn check_reserve(context: &ReceiveContext) -> Option<(Status, String)> {
     let reserve = context.policy.borrow().reserve_free_bytes;
@@ -102,7 +138,7 @@ pub struct InstanceReceiver {
     context: ReceiveContext,
     scanner: Option<DatasetScanner>,
     /// The first problem found; the rest of the data set is then discarded.
-    refused: Option<String>,
+    refused: Option<Refusal>,
     sink: Option<Sink>,
     pending: Option<PendingWrite>,
     bytes: u64,
@@ -114,10 +150,10 @@ impl InstanceReceiver {
         let scanner =
             Encoding::of_transfer_syntax(&request.transfer_syntax_uid).map(DatasetScanner::new);
         let refused = scanner.is_none().then(|| {
-            format!(
+            Refusal::data(format!(
                 "transfer syntax {} cannot be stored",
                 request.transfer_syntax_uid
-            )
+            ))
         });
         Self {
             request,
@@ -141,14 +177,15 @@ impl InstanceReceiver {
         if let Some(scanner) = self.scanner.as_mut()
             && let Err(e) = scanner.feed(&data)
         {
-            self.refuse(e.to_string()).await;
+            self.refuse(Refusal::data(e.to_string())).await;
             return;
         }
         // Wait for the previous write (usually done by now), then start this one.
         let sink = match self.settle().await {
             Ok(sink) => sink,
             Err(e) => {
-                self.refuse(format!("cannot write the instance: {e}")).await;
+                tracing::error!(cause = %error_chain(&e), "cannot write an instance");
+                self.refuse(Refusal::storage(&e)).await;
                 return;
             }
         };
@@ -176,7 +213,7 @@ impl InstanceReceiver {
         Ok(self.sink.take())
     }
 
-    async fn refuse(&mut self, why: String) {
+    async fn refuse(&mut self, why: Refusal) {
         self.refused = Some(why);
         // Dropping the sink removes the partial file.
         let _ = self.settle().await;
@@ -206,8 +243,8 @@ impl InstanceReceiver {
     async fn complete(&mut self) -> StoreResult {
         let bytes = self.bytes;
         let received_at = std::time::Instant::now();
-        if let Some(why) = self.refused.take() {
-            return StoreResult::failure(Status::CANNOT_UNDERSTAND, why, bytes);
+        if let Some(refusal) = self.refused.take() {
+            return StoreResult::failure(refusal.status, refusal.comment, bytes);
         }
         let header_bytes = match self.scanner.take().map(DatasetScanner::finish) {
             Some(Ok(header)) => header,
@@ -252,12 +289,9 @@ impl InstanceReceiver {
         let (stored, content_hash) = match self.persist().await {
             Ok(done) => done,
             Err(e) => {
-                tracing::error!(cause = %error_chain(&e), "cannot store instance");
-                return StoreResult::failure(
-                    Status::OUT_OF_RESOURCES,
-                    format!("storage failure: {e}"),
-                    bytes,
-                );
+                tracing::error!(cause = %error_chain(&e), "cannot store an instance");
+                let refusal = Refusal::storage(&e);
+                return StoreResult::failure(refusal.status, refusal.comment, bytes);
             }
         };
         let instance = IndexedInstance {
@@ -275,12 +309,9 @@ impl InstanceReceiver {
         let outcome = match self.context.service.record_instance(instance).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::error!(cause = %error_chain(&e), "cannot index instance");
-                return StoreResult::failure(
-                    Status::OUT_OF_RESOURCES,
-                    format!("database failure: {e}"),
-                    bytes,
-                );
+                tracing::error!(cause = %error_chain(&e), "cannot index an instance");
+                let refusal = Refusal::storage(&e);
+                return StoreResult::failure(refusal.status, refusal.comment, bytes);
             }
         };
         if let RecordOutcome::Replaced { old_file_path } = &outcome {

@@ -9,6 +9,7 @@ pub mod rules;
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Config, DestinationConfig, ReasonChoice, Role};
@@ -52,12 +53,15 @@ pub enum ServiceError {
          (add one with `simgate user add`)"
     )]
     UnknownUser(String),
+    #[error("cannot load the naming rules")]
+    Rules(#[from] rules::RulesLoadError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// What kind of failure, for the front ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The request itself is wrong: say so, change nothing.
     Invalid,
@@ -80,13 +84,13 @@ impl ServiceError {
             ServiceError::NotPermitted { .. } | ServiceError::UnknownUser(_) => {
                 ErrorKind::Forbidden
             }
-            ServiceError::Store(_) => ErrorKind::Internal,
+            ServiceError::Rules(_) | ServiceError::Store(_) => ErrorKind::Internal,
         }
     }
 }
 
 /// Who does a write, as the audit log records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Author {
     /// A configured user's name.
     pub user_name: String,
@@ -163,7 +167,7 @@ impl Author {
 }
 
 /// A reason to document, as a front end received it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasonRequest {
     pub study_instance_uid: String,
     pub code: String,
@@ -171,7 +175,7 @@ pub struct ReasonRequest {
 }
 
 /// A documented reason, as recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasonRecorded {
     pub study_instance_uid: String,
     pub reason_code: String,
@@ -183,7 +187,7 @@ pub struct ReasonRecorded {
 }
 
 /// Which queue rows to send again.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RetryRequest {
     pub study_instance_uid: Option<String>,
     pub dead_only: bool,
@@ -388,11 +392,15 @@ impl Service {
             .await
     }
 
-    /// Judges every stored study again with `naming` (after an import or a rules change);
-    /// documented reasons stay. Returns (studies, studies whose status changed).
-    pub async fn recheck_all(&self, naming: Arc<Naming>) -> Result<(usize, usize), ServiceError> {
+    /// Judges every stored study again with the rules as the files and the database hold
+    /// them now (after an import or a rules change); documented reasons stay. The rules in
+    /// force for new instances change only on SIGHUP. Returns (studies, studies whose status
+    /// changed).
+    pub async fn recheck_all(&self) -> Result<(usize, usize), ServiceError> {
+        let config = Arc::clone(&self.config);
         self.index
             .execute(move |db| {
+                let naming = rules::load(&config.naming, db)?;
                 let now = crate::clock::now_rfc3339();
                 let uids = db.study_uids()?;
                 let mut changed = 0;

@@ -34,7 +34,7 @@ pub enum RulesLoadError {
 }
 
 /// A nomenclature file read and parsed, with its identity.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlaybookFile {
     pub file_name: String,
     pub sha256: String,

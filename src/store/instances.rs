@@ -73,6 +73,25 @@ impl Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Whether some instance's row points at this spool file.
+    pub fn file_indexed(&self, file_path: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM instances WHERE file_path = ?1")?
+            .query_row([file_path], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// The spool file an instance's row points at, if the instance is indexed.
+    pub fn instance_file(&self, sop_instance_uid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT file_path FROM instances WHERE sop_instance_uid = ?1")?
+            .query_row([sop_instance_uid], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Retention removed the instance's spool file; its index rows stay.
     pub fn mark_file_deleted(&self, sop_instance_uid: &str, now: &str) -> Result<(), StoreError> {
         self.conn.execute(

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_verdict_rows",
         include_str!("../../migrations/0005_verdict_rows.sql"),
     ),
+    (
+        "0006_file_path_index",
+        include_str!("../../migrations/0006_file_path_index.sql"),
+    ),
 ];
 
 /// How long a connection waits for another one's lock before failing.
@@ -190,14 +194,20 @@ impl ReadPool {
         work: impl FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let result = work(&Db::new(&conn));
-            pool.give_back(conn);
-            result
-        })
-        .await
-        .map_err(StoreError::ReadTask)?
+        tokio::task::spawn_blocking(move || pool.read_blocking(work))
+            .await
+            .map_err(StoreError::ReadTask)?
+    }
+
+    /// Runs `work` on a read-only connection, on this thread (which may block).
+    pub fn read_blocking<T>(
+        &self,
+        work: impl FnOnce(&Db<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.take()?;
+        let result = work(&Db::new(&conn));
+        self.give_back(conn);
+        result
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
@@ -250,10 +260,19 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let apply = || -> rusqlite::Result<()> {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-            tx.commit()
+            // IMMEDIATE: take the write lock first (waiting up to the busy timeout) rather than
+            // fail when a read transaction cannot be upgraded.
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let applied = conn
+                .execute_batch(sql)
+                .and_then(|()| conn.pragma_update(None, "user_version", (index + 1) as i64));
+            match applied {
+                Ok(()) => conn.execute_batch("COMMIT"),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
         };
         apply().map_err(|source| StoreError::Migration { name, source })?;
         tracing::info!(migration = name, "applied database migration");

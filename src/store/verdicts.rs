@@ -4,7 +4,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Db, StoreError};
 use crate::dicom::CodeItem;
@@ -21,7 +21,7 @@ impl FromSql for StudyStatus {
 }
 
 /// What importing a nomenclature file did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum ImportOutcome {
     /// The same file (by SHA-256) is already imported: nothing changed.

@@ -10,7 +10,7 @@ use simgate_synth::StudySpec;
 
 use crate::support::{App, assert_success};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// Runs `simgate user add` with the test password on stdin; returns (stdout, stderr).
 fn user_add(args: &[&str]) -> (String, String) {
@@ -38,7 +38,7 @@ fn user_add(args: &[&str]) -> (String, String) {
 }
 
 /// A `[[http.users]]` block made by `simgate user add`.
-fn user(name: &str, role: &str) -> String {
+pub(crate) fn user(name: &str, role: &str) -> String {
     user_add(&[name, "--role", role]).0
 }
 

@@ -3,6 +3,7 @@
 mod browser;
 mod cli;
 mod durability;
+mod faults;
 mod forward;
 mod http;
 mod malformed;

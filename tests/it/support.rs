@@ -23,6 +23,8 @@ pub struct App {
     starts: u32,
     /// Environment variables for the simgate process.
     env: Vec<(String, String)>,
+    /// Where the storage folder is, when not `data` in `dir`.
+    storage_dir: Option<PathBuf>,
 }
 
 impl App {
@@ -55,15 +57,42 @@ impl App {
         http_extra: &str,
         env: &[(&str, &str)],
     ) -> App {
+        Self::build(
+            listener_extra,
+            storage_extra,
+            naming_extra,
+            http_extra,
+            env,
+            None,
+        )
+    }
+
+    /// A gateway whose storage folder is `storage_dir` (a file system the test made), with
+    /// `tables` appended after `[naming]` (e.g. `[forward]` and `[[destinations]]`).
+    pub fn spawn_in(storage_dir: &Path, tables: &str) -> App {
+        Self::build("", "", tables, "", &[], Some(storage_dir))
+    }
+
+    fn build(
+        listener_extra: &str,
+        storage_extra: &str,
+        naming_extra: &str,
+        http_extra: &str,
+        env: &[(&str, &str)],
+        storage_dir: Option<&Path>,
+    ) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("simgate.toml");
         let config = format!(
             "[http]\nbind = \"127.0.0.1:0\"\n{http_extra}\n\
              [listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\nidle_timeout = \"20s\"\nshutdown_deadline = \"10s\"\n{listener_extra}\n\
-             [storage]\ndir = \"data\"\n{storage_extra}\n\
+             [storage]\ndir = {storage_dir:?}\n{storage_extra}\n\
              [naming]\nbuiltin_nomenclature = \"{repo}/config/nomenclature/standard-names.csv\"\n\
              series_rules = \"{repo}/config/nomenclature/series-rules.toml\"\n{naming_extra}\n",
             repo = env!("CARGO_MANIFEST_DIR"),
+            storage_dir = storage_dir
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "data".into()),
         );
         let config = if storage_extra.contains("reserve_free_bytes") {
             config
@@ -82,6 +111,7 @@ impl App {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            storage_dir: storage_dir.map(Path::to_path_buf),
         };
         app.start();
         app
@@ -92,7 +122,9 @@ impl App {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.storage_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     fn log_path(&self, start: u32) -> PathBuf {
@@ -383,6 +415,98 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// A file system the test mounts (as root) and unmounts when dropped: a small tmpfs to fill,
+/// or an ext4 image on a loop device to freeze.
+pub struct Mount {
+    pub dir: PathBuf,
+    _holder: TempDir,
+    image: Option<PathBuf>,
+}
+
+impl Mount {
+    /// A tmpfs of `megabytes`; `None` (with the reason printed) where mounting is impossible.
+    pub fn tmpfs(megabytes: u32) -> Option<Mount> {
+        let holder = tempfile::tempdir().expect("tempdir");
+        let dir = holder.path().join("fs");
+        std::fs::create_dir(&dir).expect("mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        Self::mounted(mounted, dir, holder, None)
+    }
+
+    /// An ext4 file system of `megabytes` on a loop device (it can be frozen); `None` (with
+    /// the reason printed) where that is impossible.
+    pub fn ext4(megabytes: u32) -> Option<Mount> {
+        let holder = tempfile::tempdir().expect("tempdir");
+        let image = holder.path().join("fs.img");
+        let dir = holder.path().join("fs");
+        std::fs::create_dir(&dir).expect("mount point");
+        let file = std::fs::File::create(&image).expect("image");
+        file.set_len(u64::from(megabytes) * 1024 * 1024)
+            .expect("image size");
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .output();
+        match made {
+            Ok(out) if out.status.success() => {}
+            other => {
+                eprintln!("SKIPPED: cannot make an ext4 image: {other:?}");
+                return None;
+            }
+        }
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&dir)
+            .output();
+        Self::mounted(mounted, dir, holder, Some(image))
+    }
+
+    fn mounted(
+        result: std::io::Result<Output>,
+        dir: PathBuf,
+        holder: TempDir,
+        image: Option<PathBuf>,
+    ) -> Option<Mount> {
+        match result {
+            Ok(out) if out.status.success() => Some(Mount {
+                dir,
+                _holder: holder,
+                image,
+            }),
+            other => {
+                eprintln!("SKIPPED: this machine cannot mount a test file system: {other:?}");
+                None
+            }
+        }
+    }
+
+    pub fn freeze(&self) {
+        let status = Command::new("fsfreeze")
+            .arg("-f")
+            .arg(&self.dir)
+            .status()
+            .expect("fsfreeze");
+        assert!(status.success(), "fsfreeze -f");
+    }
+
+    pub fn thaw(&self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.dir).status();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.image.is_some() {
+            self.thaw();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }
 
 /// A port nobody listens on right now (the kernel's choice), for a peer started later.
