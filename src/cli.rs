@@ -776,7 +776,7 @@ pub fn queue(
         writeln!(out)?;
         writeln!(
             out,
-            "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  LAST ERROR",
+            "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  LAST ERROR / SENT AS",
             "DESTINATION", "STUDY INSTANCE UID", "STATE", "INSTANCES", "OLDEST QUEUED"
         )?;
         for s in &studies {
@@ -788,7 +788,14 @@ pub fn queue(
                 s.state.as_str(),
                 s.instances,
                 s.oldest_queued_at,
-                clip(&s.last_error, 60)
+                clip(
+                    if s.last_error.is_empty() {
+                        &s.sent_as
+                    } else {
+                        &s.last_error
+                    },
+                    80
+                )
             )?;
         }
     }

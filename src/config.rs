@@ -126,6 +126,8 @@ pub struct ListenerConfig {
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_deadline: Duration,
     pub extra_sop_classes: Vec<String>,
+    /// Empty: every standard storage SOP class (plus `extra_sop_classes`). Otherwise only these.
+    pub only_sop_classes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -381,7 +383,7 @@ impl Resolver<'_> {
                 format!("{} is outside 4096 ..= 16777216", l.max_pdu_length),
             ));
         }
-        for uid in &l.extra_sop_classes {
+        for uid in l.extra_sop_classes.iter().chain(&l.only_sop_classes) {
             if !crate::dicom::uid::is_valid_uid(uid) {
                 return Err(self.invalid(
                     "listener.extra_sop_classes",
@@ -401,6 +403,7 @@ impl Resolver<'_> {
             write_timeout: self.duration("listener.write_timeout", &l.write_timeout)?,
             shutdown_deadline: self.duration("listener.shutdown_deadline", &l.shutdown_deadline)?,
             extra_sop_classes: l.extra_sop_classes,
+            only_sop_classes: l.only_sop_classes,
         };
 
         let s = raw.storage;
@@ -784,6 +787,8 @@ struct RawListener {
     shutdown_deadline: String,
     #[serde(default)]
     extra_sop_classes: Vec<String>,
+    #[serde(default)]
+    only_sop_classes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 pub mod dimse;
 pub mod part10;
 pub mod sop_classes;
+mod storage_classes;
 pub mod transfer_syntax;
 pub mod uid;
 

@@ -4,83 +4,20 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::transfer_syntax::Encoding;
 
-pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub const VERIFICATION: &str = dicom_dictionary_std::uids::VERIFICATION;
 
-/// Storage SOP classes of a radiotherapy planning workflow (PS3.4 annex B.5), with names for
-/// logs and `check-config`. Sites add more through `listener.extra_sop_classes`.
-pub const STORAGE_SOP_CLASSES: &[(&str, &str)] = &[
-    ("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.2.2",
-        "Legacy Converted Enhanced CT Image Storage",
-    ),
-    ("1.2.840.10008.5.1.4.1.1.481.1", "RT Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.481.2", "RT Dose Storage"),
-    ("1.2.840.10008.5.1.4.1.1.481.3", "RT Structure Set Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.481.4",
-        "RT Beams Treatment Record Storage",
-    ),
-    ("1.2.840.10008.5.1.4.1.1.481.5", "RT Plan Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.481.6",
-        "RT Brachy Treatment Record Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.481.7",
-        "RT Treatment Summary Record Storage",
-    ),
-    ("1.2.840.10008.5.1.4.1.1.481.8", "RT Ion Plan Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.481.9",
-        "RT Ion Beams Treatment Record Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.66.1",
-        "Spatial Registration Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.66.3",
-        "Deformable Spatial Registration Storage",
-    ),
-    ("1.2.840.10008.5.1.4.1.1.66.4", "Segmentation Storage"),
-    ("1.2.840.10008.5.1.4.1.1.4", "MR Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.4.1", "Enhanced MR Image Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.4.4",
-        "Legacy Converted Enhanced MR Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.128",
-        "Positron Emission Tomography Image Storage",
-    ),
-    ("1.2.840.10008.5.1.4.1.1.130", "Enhanced PET Image Storage"),
-    (
-        "1.2.840.10008.5.1.4.1.1.128.1",
-        "Legacy Converted Enhanced PET Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.7",
-        "Secondary Capture Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.7.1",
-        "Multi-frame Single Bit Secondary Capture Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.7.2",
-        "Multi-frame Grayscale Byte Secondary Capture Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.7.3",
-        "Multi-frame Grayscale Word Secondary Capture Image Storage",
-    ),
-    (
-        "1.2.840.10008.5.1.4.1.1.7.4",
-        "Multi-frame True Color Secondary Capture Image Storage",
-    ),
-];
+/// Every current storage SOP class of the standard (generated from dicom-dictionary-std).
+/// Sites add private ones through `listener.extra_sop_classes`; which classes go where is
+/// each destination's filter, not the listener's.
+pub use super::storage_classes::STORAGE_SOP_CLASSES;
+
+/// The standard's name of a UID (`CT Image Storage`), for logs.
+pub fn name(uid: &str) -> Option<&'static str> {
+    use dicom_core::dictionary::{UidDictionary, UidDictionaryEntry};
+    dicom_dictionary_std::StandardSopClassDictionary
+        .by_uid(uid)
+        .map(|entry| entry.name())
+}
 
 /// Every transfer syntax the registry knows whose data set simgate can walk: all of them but
 /// the deflated ones. Compressed pixel data passes through unchanged; no codec is needed.
@@ -113,9 +50,59 @@ mod tests {
     }
 
     #[test]
-    fn every_listed_class_is_a_valid_uid() {
-        for (uid, _) in STORAGE_SOP_CLASSES {
+    fn every_listed_class_is_a_current_storage_class_of_the_dictionary() {
+        use dicom_core::dictionary::{UidDictionary, UidDictionaryEntry};
+        let dictionary = dicom_dictionary_std::StandardSopClassDictionary;
+        let mut seen = std::collections::BTreeSet::new();
+        for uid in STORAGE_SOP_CLASSES {
             assert!(crate::dicom::uid::is_valid_uid(uid), "{uid}");
+            let entry = dictionary.by_uid(uid).expect("in the dictionary");
+            assert!(entry.name().contains("Storage"), "{uid}: {}", entry.name());
+            assert!(!entry.is_retired(), "{uid} is retired");
+            assert!(seen.insert(*uid), "{uid} twice");
+        }
+        // What a CT simulator sends with a planning study.
+        use dicom_dictionary_std::uids;
+        for needed in [
+            uids::CT_IMAGE_STORAGE,
+            uids::ENHANCED_CT_IMAGE_STORAGE,
+            uids::RT_STRUCTURE_SET_STORAGE,
+            uids::RT_PLAN_STORAGE,
+            uids::RT_DOSE_STORAGE,
+            uids::X_RAY_RADIATION_DOSE_SR_STORAGE,
+            uids::ENHANCED_SR_STORAGE,
+            uids::COMPREHENSIVE_SR_STORAGE,
+            uids::ENCAPSULATED_PDF_STORAGE,
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            uids::RAW_DATA_STORAGE,
+            uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE,
+            uids::ULTRASOUND_IMAGE_STORAGE,
+            uids::TWELVE_LEAD_ECG_WAVEFORM_STORAGE,
+        ] {
+            assert!(STORAGE_SOP_CLASSES.contains(&needed), "{needed} missing");
+        }
+        assert_eq!(name(uids::CT_IMAGE_STORAGE), Some("CT Image Storage"));
+    }
+
+    #[test]
+    fn the_readme_says_what_is_accepted() {
+        // Line breaks in the README are not significant.
+        let readme = include_str!("../../README.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let count = format!("{} storage SOP classes", STORAGE_SOP_CLASSES.len());
+        assert!(readme.contains(&count), "README.md must say {count:?}");
+        use dicom_encoding::TransferSyntaxIndex;
+        for uid in accepted_transfer_syntaxes() {
+            let name = TransferSyntaxRegistry
+                .get(uid)
+                .map(|ts| ts.name())
+                .unwrap_or(uid);
+            assert!(
+                readme.contains(&format!("{name} ({uid})")),
+                "README.md must list {name} ({uid})"
+            );
         }
     }
 }

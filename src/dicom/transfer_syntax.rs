@@ -30,8 +30,9 @@ impl Encoding {
                 explicit_vr: true,
                 big_endian: true,
             }),
-            // Deflated Explicit VR Little Endian and JPIP Referenced Deflate.
-            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => None,
+            // Deflated Explicit VR Little Endian, JPIP Referenced Deflate and JPIP HTJ2K
+            // Referenced Deflate: the whole data set is deflated.
+            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => None,
             _ => Some(Self::EXPLICIT_VR_LITTLE_ENDIAN),
         }
     }

@@ -47,7 +47,6 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StoreError> {
                 destination.clone(),
                 config.forward.clone(),
                 config.storage.dir.clone(),
-                config.listener.extra_sop_classes.clone(),
             ),
             settings: config.forward.clone(),
             index: shared.index.clone(),

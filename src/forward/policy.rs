@@ -93,8 +93,14 @@ impl ForwardError {
 }
 
 /// What the destination answered to an instance it took: success, or a warning (0xBxxx)
-/// with its comment.
-pub type Delivered = (Status, Option<String>);
+/// with its comment; and how it was sent when not in its stored transfer syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub status: Status,
+    pub comment: Option<String>,
+    /// "sent as X because the destination refused Y"; `None`: the stored bytes, unchanged.
+    pub sent_as: Option<String>,
+}
 
 /// The queue row's fate after one attempt that was made `attempts_before` times already.
 /// A transient failure keeps the row first in line (the whole destination backs off); a
@@ -106,7 +112,11 @@ pub fn attempt_outcome(
     now: &str,
 ) -> Attempt {
     match result {
-        Ok((status, comment)) => Attempt::Sent {
+        Ok(Delivered {
+            status,
+            comment,
+            sent_as,
+        }) => Attempt::Sent {
             status: status.0,
             warning: if status.is_success() {
                 String::new()
@@ -119,6 +129,7 @@ pub fn attempt_outcome(
                         .unwrap_or_default()
                 )
             },
+            sent_as: sent_as.clone().unwrap_or_default(),
         },
         Err(e) if e.is_transient() => Attempt::Retry {
             status: e.status(),
@@ -230,10 +241,17 @@ mod tests {
             probe_interval: Duration::from_secs(3),
         };
         let now = "2000-01-01T00:00:00.000Z";
-        let sent = attempt_outcome(&Ok((Status::SUCCESS, None)), 0, &settings, now);
-        assert!(matches!(sent, Attempt::Sent { status: 0, ref warning } if warning.is_empty()));
+        let delivered = |status, comment: Option<&str>| {
+            Ok(Delivered {
+                status,
+                comment: comment.map(str::to_string),
+                sent_as: None,
+            })
+        };
+        let sent = attempt_outcome(&delivered(Status::SUCCESS, None), 0, &settings, now);
+        assert!(matches!(sent, Attempt::Sent { status: 0, ref warning, .. } if warning.is_empty()));
         let warned = attempt_outcome(
-            &Ok((Status(0xB000), Some("coerced".into()))),
+            &delivered(Status(0xB000), Some("coerced")),
             0,
             &settings,
             now,

@@ -30,6 +30,8 @@ struct Open {
     association: AsyncClientAssociation<TcpStream>,
     /// (abstract syntax, transfer syntax, presentation context id)
     accepted: Vec<(String, String, u8)>,
+    /// The (abstract syntax, transfer syntax) pairs this association proposed exactly.
+    proposed: BTreeSet<(String, String)>,
     next_message_id: u16,
 }
 
@@ -38,11 +40,10 @@ pub struct Scu {
     destination: DestinationConfig,
     settings: ForwardConfig,
     storage_dir: PathBuf,
-    /// `listener.extra_sop_classes`, proposed along with the built-in storage classes.
-    extra_sop_classes: Vec<String>,
     open: Option<Open>,
-    /// Every (SOP class, transfer syntax) seen in the queue, proposed exactly as stored.
-    known: BTreeSet<(String, String)>,
+    /// Every (SOP class, transfer syntax) seen in the queue, proposed exactly as stored; the
+    /// most recently seen last.
+    known: Vec<(String, String)>,
 }
 
 impl Scu {
@@ -50,15 +51,13 @@ impl Scu {
         destination: DestinationConfig,
         settings: ForwardConfig,
         storage_dir: PathBuf,
-        extra_sop_classes: Vec<String>,
     ) -> Scu {
         Scu {
             destination,
             settings,
             storage_dir,
-            extra_sop_classes,
             open: None,
-            known: BTreeSet::new(),
+            known: Vec::new(),
         }
     }
 
@@ -66,8 +65,9 @@ impl Scu {
     /// association proposes each exactly as stored.
     pub fn expect(&mut self, items: &[QueueItem]) {
         for item in items {
-            self.known
-                .insert((item.sop_class_uid.clone(), item.transfer_syntax_uid.clone()));
+            let pair = (item.sop_class_uid.clone(), item.transfer_syntax_uid.clone());
+            self.known.retain(|known| *known != pair);
+            self.known.push(pair);
         }
     }
 
@@ -141,13 +141,18 @@ impl Scu {
 
     /// Sends one instance; returns the peer's success or warning status.
     pub async fn send(&mut self, item: &QueueItem) -> Result<Delivered, ForwardError> {
-        self.expect(std::slice::from_ref(item));
+        let pair = (item.sop_class_uid.clone(), item.transfer_syntax_uid.clone());
+        if !self.known.contains(&pair) {
+            self.expect(std::slice::from_ref(item));
+        }
         let path = self.storage_dir.join(&item.file_path);
-        let usable = self
+        // The stored (class, syntax) must have been proposed on the open association; if it
+        // was and the destination refused it, a conversion is the only way left.
+        let proposed = self
             .open
             .as_ref()
-            .is_some_and(|o| context_for(&o.accepted, item).is_some());
-        if !usable {
+            .is_some_and(|o| o.proposed.contains(&pair));
+        if !proposed {
             self.release().await;
             self.open = Some(self.associate().await?);
         }
@@ -159,6 +164,7 @@ impl Scu {
                 sop_class_uid: item.sop_class_uid.clone(),
                 transfer_syntax_uid: item.transfer_syntax_uid.clone(),
             })?;
+        let converted_to = (ts != item.transfer_syntax_uid).then(|| ts.clone());
         let message_id = o.next_message_id;
         o.next_message_id = o.next_message_id.wrapping_add(1).max(1);
         let command =
@@ -200,7 +206,17 @@ impl Scu {
         let status = response.status;
         // Success and warnings (0xB000, 0xB006, 0xB007 and the other 0xBxxx) are delivered.
         if status.is_success() || status.0 & 0xF000 == 0xB000 {
-            Ok((status, response.error_comment))
+            Ok(Delivered {
+                status,
+                comment: response.error_comment,
+                sent_as: converted_to.map(|ts| {
+                    format!(
+                        "sent as {} because the destination refused {}",
+                        transfer_syntax_name(&ts),
+                        transfer_syntax_name(&item.transfer_syntax_uid)
+                    )
+                }),
+            })
         } else {
             Err(ForwardError::Refused {
                 status,
@@ -219,31 +235,26 @@ impl Scu {
             .connection_timeout(self.settings.connect_timeout)
             .read_timeout(self.settings.response_timeout)
             .write_timeout(self.settings.response_timeout);
-        // Each (SOP class, transfer syntax) seen in the queue, as stored; then every storage
-        // class with both little endian syntaxes, so a new class rarely needs a new
-        // association (an uncompressed instance is converted only if its own syntax is refused).
-        let mut proposed = 0;
-        for (sop_class, ts) in known.iter().rev().take(60) {
+        // Each (SOP class, transfer syntax) seen in the queue exactly as stored, the most
+        // recent first; then, per class, both little endian syntaxes, used only when the
+        // destination refuses the stored one (a conversion, recorded on the queue row).
+        let mut proposed = BTreeSet::new();
+        for (sop_class, ts) in known.iter().rev().take(MAX_EXACT_CONTEXTS) {
             options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
-            proposed += 1;
+            proposed.insert((sop_class.clone(), ts.clone()));
         }
-        let classes: BTreeSet<String> = crate::dicom::sop_classes::STORAGE_SOP_CLASSES
-            .iter()
-            .map(|(uid, _)| uid.to_string())
-            .chain(self.extra_sop_classes.iter().cloned())
-            .chain(known.iter().map(|(class, _)| class.clone()))
-            .collect();
-        for class in classes.into_iter().take(127 - proposed) {
+        let classes: BTreeSet<&String> = proposed.iter().map(|(class, _)| class).collect();
+        for class in classes {
             options = options.with_presentation_context(
-                class,
+                class.clone(),
                 vec![
                     EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
                     IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
                 ],
             );
-            proposed += 1;
         }
-        tracing::debug!(destination = %d.name, proposed, "requesting association");
+        let proposed_count = proposed.len();
+        tracing::debug!(destination = %d.name, proposed = proposed_count, "requesting association");
         let association = establish(options, &d.address).await?;
         let accepted = association
             .presentation_contexts()
@@ -260,6 +271,7 @@ impl Scu {
         Ok(Open {
             association,
             accepted,
+            proposed,
             next_message_id: 1,
         })
     }
@@ -294,6 +306,19 @@ async fn establish(
             source: Box::new(source),
         }),
     }
+}
+
+/// At most this many (class, syntax) pairs are proposed exactly on one association; each also
+/// brings one little endian fallback context per class, within PS3.8's 128 contexts.
+const MAX_EXACT_CONTEXTS: usize = 63;
+
+/// A transfer syntax's name for people, or its UID.
+fn transfer_syntax_name(uid: &str) -> String {
+    use dicom_encoding::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(uid)
+        .map(|ts| ts.name().to_string())
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// The presentation context to send an item on: its own transfer syntax first, else an

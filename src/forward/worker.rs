@@ -100,8 +100,14 @@ impl Forwarder {
     fn log_attempt(&self, sop_instance_uid: &str, attempt: &Attempt) {
         let name = &self.name;
         let outcome = match attempt {
-            Attempt::Sent { warning, .. } if warning.is_empty() => {
-                tracing::debug!(destination = %name, %sop_instance_uid, "forwarded");
+            Attempt::Sent {
+                warning, sent_as, ..
+            } if warning.is_empty() => {
+                if sent_as.is_empty() {
+                    tracing::debug!(destination = %name, %sop_instance_uid, "forwarded");
+                } else {
+                    tracing::info!(destination = %name, %sop_instance_uid, %sent_as, "forwarded, converted");
+                }
                 "sent"
             }
             Attempt::Sent { warning, .. } => {

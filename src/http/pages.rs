@@ -371,8 +371,8 @@ pub async fn study(
         }
         h2 { "Forwarding" }
         @if doc.forward.is_empty() { p.muted { "Not queued for any destination." } } @else {
-            table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Last error" } } }
-                tbody { @for f in &doc.forward { tr { td { (f.destination) } td { (f.state.as_str()) } td.num { (f.instances) } td.warn { (f.last_error) } } } } }
+            table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Last error" } th { "Sent as" } } }
+                tbody { @for f in &doc.forward { tr { td { (f.destination) } td { (f.state.as_str()) } td.num { (f.instances) } td.warn { (f.last_error) } td { (f.sent_as) } } } } }
         }
         h2 { "Documented reasons" }
         @let documented = naming.map(|n| n.reasons.as_slice()).unwrap_or_default();
@@ -592,9 +592,9 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         }
         h2 { "By study" }
         table {
-            thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th {} } }
+            thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th { "Sent as" } th {} } }
             tbody { @for s in studies.iter().filter(|s| s.state != QueueState::Sent) { tr {
-                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state.as_str()) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) }
+                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state.as_str()) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) } td { (s.sent_as) }
                 td { @if admin { form method="post" action="/queue/retry" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="study" value=(s.study_instance_uid);

@@ -24,6 +24,19 @@ const NOT_JUDGED: &[&str] = &[
     "RTSTRUCT", "RTPLAN", "RTDOSE", "RTIMAGE", "RTRECORD", "REG", "SEG", "SR", "KO", "PR",
 ];
 
+/// Whether a SOP class holds images the site's series conventions apply to: the standard calls
+/// it an "Image Storage" class, other than a secondary capture. An unknown class (private, or
+/// none given, as in `nomenclature check`) is judged.
+fn is_image_class(sop_class_uid: &str) -> bool {
+    if sop_class_uid.is_empty() {
+        return true;
+    }
+    match crate::dicom::sop_classes::name(sop_class_uid) {
+        Some(name) => name.contains("Image Storage") && !name.contains("Secondary Capture"),
+        None => true,
+    }
+}
+
 /// How one series was judged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
@@ -208,11 +221,14 @@ impl SeriesRules {
         self.kinds.iter().find(|k| k.name == name)
     }
 
-    /// Judges one series by the first kind that matches.
+    /// Judges one series by the first kind that matches. Only image series are judged: RT
+    /// objects, structured reports (dose reports among them), documents, raw data, presentation
+    /// states and secondary captures (dose screens, protocol pages) are recorded, not judged.
     pub fn judge(&self, facts: &SeriesFacts) -> SeriesVerdict {
         if NOT_JUDGED
             .iter()
             .any(|m| m.eq_ignore_ascii_case(&facts.modality))
+            || !is_image_class(&facts.sop_class_uid)
         {
             return SeriesVerdict::NotJudged;
         }
@@ -241,6 +257,49 @@ impl SeriesRules {
                 .take(3)
                 .map(|(_, name)| name.to_string())
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_dictionary_std::uids;
+
+    #[test]
+    fn only_image_series_are_judged() {
+        let rules = SeriesRules::parse(include_str!("../../config/nomenclature/series-rules.toml"))
+            .expect("rules");
+        let series = |modality: &str, class: &str, description: &str| SeriesFacts {
+            series_description: description.into(),
+            modality: modality.into(),
+            sop_class_uid: class.into(),
+            ..SeriesFacts::default()
+        };
+        for (modality, class, description) in [
+            ("SR", uids::X_RAY_RADIATION_DOSE_SR_STORAGE, "Dose Report"),
+            ("SR", uids::ENHANCED_SR_STORAGE, "Patient Protocol"),
+            ("DOC", uids::ENCAPSULATED_PDF_STORAGE, "Exam protocol"),
+            ("CT", uids::SECONDARY_CAPTURE_IMAGE_STORAGE, "Dose Info"),
+            ("CT", uids::RAW_DATA_STORAGE, "Raw"),
+            (
+                "PR",
+                uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE,
+                "GSPS",
+            ),
+        ] {
+            assert_eq!(
+                rules.judge(&series(modality, class, description)),
+                SeriesVerdict::NotJudged,
+                "{description}"
+            );
+        }
+        for class in [uids::CT_IMAGE_STORAGE, uids::ENHANCED_CT_IMAGE_STORAGE, ""] {
+            assert_ne!(
+                rules.judge(&series("CT", class, "some local name")),
+                SeriesVerdict::NotJudged,
+                "{class:?}"
+            );
         }
     }
 }

@@ -143,10 +143,16 @@ pub fn negotiation(
         .write_timeout(listener.write_timeout)
         .ae_title(listener.ae_title.as_str().to_string())
         .with_abstract_syntax(VERIFICATION);
-    for (uid, _) in sop_classes::STORAGE_SOP_CLASSES {
-        options = options.with_abstract_syntax(*uid);
+    if listener.only_sop_classes.is_empty() {
+        for uid in sop_classes::STORAGE_SOP_CLASSES {
+            options = options.with_abstract_syntax(*uid);
+        }
     }
-    for uid in &listener.extra_sop_classes {
+    for uid in listener
+        .extra_sop_classes
+        .iter()
+        .chain(&listener.only_sop_classes)
+    {
         options = options.with_abstract_syntax(uid.clone());
     }
     for uid in sop_classes::accepted_transfer_syntaxes() {
@@ -178,6 +184,12 @@ pub async fn serve(
             return;
         }
     };
+    if let Some(problem) = context_id_problem(association.presentation_contexts()) {
+        context.metrics.rejection("presentation-context-id");
+        tracing::warn!(%peer, calling_ae_title = %printable(association.peer_ae_title()), %problem, "association aborted: presentation context IDs break PS3.8 9.3.2.2");
+        let _ = association.abort().await;
+        return;
+    }
     context.metrics.association();
     let origin = Arc::new(Origin {
         calling_ae_title: association.peer_ae_title().trim().to_string(),
@@ -189,6 +201,24 @@ pub async fn serve(
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .count();
+    if accepted == 0 {
+        // The peer will find nothing to send on: say what it asked for.
+        let asked: Vec<String> = association
+            .presentation_contexts()
+            .iter()
+            .map(|pc| {
+                let uid = trim_uid(&pc.abstract_syntax);
+                match sop_classes::name(uid) {
+                    Some(name) => format!("{uid} ({name})"),
+                    None => uid.to_string(),
+                }
+            })
+            .collect();
+        context
+            .metrics
+            .rejection("no-accepted-presentation-context");
+        tracing::warn!(%peer, calling_ae_title = %origin.calling_ae_title, asked = %asked.join(", "), "no proposed presentation context is accepted");
+    }
     tracing::debug!(%peer, calling_ae_title = %origin.calling_ae_title, accepted, "association established");
 
     let mut session = Session {
@@ -220,6 +250,26 @@ pub async fn serve(
         }
         Ending::Released | Ending::AbortedByPeer | Ending::ConnectionLost(_) => {}
     }
+}
+
+/// Presentation context IDs are odd integers, each used once (PS3.8 9.3.2.2); what is wrong,
+/// if anything.
+fn context_id_problem(contexts: &[PresentationContextNegotiated]) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    for pc in contexts {
+        if pc.id % 2 == 0 {
+            return Some(format!("presentation context ID {} is even", pc.id));
+        }
+        if !seen.insert(pc.id) {
+            return Some(format!("presentation context ID {} is used twice", pc.id));
+        }
+    }
+    None
+}
+
+/// An AE title from the wire, for a log line: control characters shown escaped.
+fn printable(text: &str) -> String {
+    text.trim().escape_debug().to_string()
 }
 
 /// What the association is doing between PDUs.
@@ -548,5 +598,34 @@ impl Session {
             }],
         };
         self.association.send(&pdu).await.map_err(AbortReason::Send)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(id: u8) -> PresentationContextNegotiated {
+        PresentationContextNegotiated {
+            id,
+            reason: PresentationContextResultReason::Acceptance,
+            transfer_syntax: "1.2.840.10008.1.2".into(),
+            abstract_syntax: VERIFICATION.into(),
+        }
+    }
+
+    #[test]
+    fn presentation_context_ids_must_be_odd_and_unique() {
+        assert_eq!(
+            context_id_problem(&[context(1), context(3), context(255)]),
+            None
+        );
+        assert!(
+            context_id_problem(&[context(1), context(2)]).is_some_and(|p| p.contains("2 is even"))
+        );
+        assert!(
+            context_id_problem(&[context(1), context(3), context(1)])
+                .is_some_and(|p| p.contains("1 is used twice"))
+        );
     }
 }

@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_file_path_index",
         include_str!("../../migrations/0006_file_path_index.sql"),
     ),
+    (
+        "0007_sent_as",
+        include_str!("../../migrations/0007_sent_as.sql"),
+    ),
 ];
 
 /// How long a connection waits for another one's lock before failing.

@@ -67,6 +67,8 @@ pub enum Attempt {
     Sent {
         status: u16,
         warning: String,
+        /// How it was sent when not byte for byte ("sent as X because ... refused Y").
+        sent_as: String,
     },
     /// Try again at `next_attempt_at`.
     Retry {
@@ -102,6 +104,8 @@ pub struct StudyQueue {
     pub instances: i64,
     pub oldest_queued_at: String,
     pub last_error: String,
+    /// How instances were sent when not byte for byte (empty: all unchanged).
+    pub sent_as: String,
 }
 
 /// Instances waiting for one destination (pending or in flight), for /metrics.
@@ -132,7 +136,7 @@ impl Db<'_> {
                      ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
                          state = 'pending', generation = generation + 1, attempts = 0,
                          next_attempt_at = NULL, last_error = '', last_status = NULL,
-                         queued_at = excluded.queued_at, sent_at = NULL",
+                         queued_at = excluded.queued_at, sent_at = NULL, sent_as = ''",
                 )?
                 .execute(params![
                     destination,
@@ -219,13 +223,23 @@ impl Db<'_> {
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE forward_queue SET state = ?3, attempts = attempts + 1, last_status = ?4,
-                 last_error = ?5, next_attempt_at = ?6, sent_at = ?7
+                 last_error = ?5, next_attempt_at = ?6, sent_at = ?7, sent_as = ?8
              WHERE id = ?1 AND generation = ?2",
         )?;
-        let (state, status, error, next_attempt_at, sent_at) = match attempt {
-            Attempt::Sent { status, warning } => {
-                (QueueState::Sent, Some(*status), warning, None, Some(now))
-            }
+        let no_conversion = String::new();
+        let (state, status, error, next_attempt_at, sent_at, sent_as) = match attempt {
+            Attempt::Sent {
+                status,
+                warning,
+                sent_as,
+            } => (
+                QueueState::Sent,
+                Some(*status),
+                warning,
+                None,
+                Some(now),
+                sent_as,
+            ),
             Attempt::Retry {
                 status,
                 error,
@@ -236,8 +250,11 @@ impl Db<'_> {
                 error,
                 Some(next_attempt_at.as_str()),
                 None,
+                &no_conversion,
             ),
-            Attempt::Dead { status, error } => (QueueState::Dead, *status, error, None, None),
+            Attempt::Dead { status, error } => {
+                (QueueState::Dead, *status, error, None, None, &no_conversion)
+            }
         };
         stmt.execute(params![
             item.id,
@@ -246,7 +263,8 @@ impl Db<'_> {
             status,
             error,
             next_attempt_at,
-            sent_at
+            sent_at,
+            sent_as
         ])?;
         // A newer generation was queued while this one was in flight: send it again.
         self.conn
@@ -295,7 +313,8 @@ impl Db<'_> {
         state: Option<QueueState>,
     ) -> Result<Vec<StudyQueue>, StoreError> {
         self.study_queue_rows(
-            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
+            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error),
+                    max(sent_as)
              FROM forward_queue WHERE (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR state = ?2)
              GROUP BY destination, study_instance_uid, state ORDER BY min(queued_at)",
             params![destination, state.map(QueueState::as_str)],
@@ -305,7 +324,8 @@ impl Db<'_> {
     /// Forward state of one study per destination and state.
     pub fn study_queue(&self, study: &str) -> Result<Vec<StudyQueue>, StoreError> {
         self.study_queue_rows(
-            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error)
+            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error),
+                    max(sent_as)
              FROM forward_queue WHERE study_instance_uid = ?1
              GROUP BY destination, state ORDER BY destination, state",
             [study],
@@ -326,6 +346,7 @@ impl Db<'_> {
                 instances: r.get(3)?,
                 oldest_queued_at: r.get(4)?,
                 last_error: r.get(5)?,
+                sent_as: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -365,7 +386,7 @@ impl Db<'_> {
              ORDER BY i.rowid
              ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
                  state = 'pending', generation = generation + 1, attempts = 0, next_attempt_at = NULL,
-                 last_error = '', queued_at = excluded.queued_at, sent_at = NULL",
+                 last_error = '', queued_at = excluded.queued_at, sent_at = NULL, sent_as = ''",
             params![study, destination, now],
         )?;
         self.touch_queue();

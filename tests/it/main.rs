@@ -6,6 +6,7 @@ mod durability;
 mod faults;
 mod forward;
 mod http;
+mod interop;
 mod malformed;
 mod naming;
 mod receive;

@@ -344,3 +344,75 @@ fn a_silent_association_is_aborted_after_the_idle_timeout() {
     app.wait_for_log("aborted");
     assert_success(&app.echoscu(), "echoscu afterwards");
 }
+
+/// Proposes contexts with these IDs on a raw socket; returns what came back until the close.
+fn associate_with_context_ids(app: &App, ids: &[u8]) -> Vec<u8> {
+    use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
+    let request = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "CTSIM".into(),
+        called_ae_title: "SIMGATE".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: ids
+            .iter()
+            .map(|&id| PresentationContextProposed {
+                id,
+                abstract_syntax: CT_IMAGE_STORAGE.into(),
+                transfer_syntaxes: vec![EXPLICIT_VR_LE.into()],
+            })
+            .collect(),
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::write_pdu(&mut bytes, &request).expect("encode");
+    let mut stream = connect(app);
+    stream.write_all(&bytes).expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    received
+}
+
+#[test]
+fn even_or_repeated_presentation_context_ids_abort_with_a_reason() {
+    let app = App::spawn();
+    for (ids, problem) in [
+        (&[1u8, 2][..], "presentation context ID 2 is even"),
+        (&[3, 3][..], "presentation context ID 3 is used twice"),
+    ] {
+        let received = associate_with_context_ids(&app, ids);
+        // An A-ABORT (type 0x07) follows the A-ASSOCIATE-AC.
+        assert!(
+            received.contains(&0x07),
+            "no A-ABORT for {ids:?}: {received:02x?}"
+        );
+        app.wait_for_log(problem);
+    }
+    assert_success(&app.echoscu(), "echoscu after the aborted associations");
+}
+
+#[test]
+fn a_request_with_no_acceptable_context_is_logged_with_what_it_asked_for() {
+    let app = App::spawn();
+    // Modality Worklist FIND is nothing simgate serves.
+    let output = crate::support::dcmtk("findscu")
+        .args([
+            "-W",
+            "-k",
+            "PatientName=",
+            "-aet",
+            "RIS",
+            "-aec",
+            "SIMGATE",
+            "127.0.0.1",
+        ])
+        .arg(app.port.to_string())
+        .output()
+        .expect("findscu");
+    assert!(!output.status.success());
+    let line = app.wait_for_log("no proposed presentation context is accepted");
+    assert!(line.contains("1.2.840.10008.5.1.4.31"), "{line}");
+    assert!(line.contains("Worklist"), "{line}");
+}

@@ -329,21 +329,27 @@ fn an_identical_resend_is_a_no_op_and_a_changed_one_replaces_the_file() {
     );
 }
 
-#[test]
-fn an_unsupported_sop_class_is_refused_at_negotiation() {
-    let app = App::spawn();
-    let source = tempfile::tempdir().expect("tempdir");
+/// One CT slice relabelled as `sop_class_uid` with dcmodify.
+fn relabelled(source: &std::path::Path, sop_class_uid: &str) -> PathBuf {
     let mut spec = StudySpec::planning_ct(1, 9);
     spec.with_rt_objects = false;
-    let study = synth::write_study(&spec, source.path()).expect("generate");
-    // Ultrasound Image Storage is not in the radiotherapy list.
+    let study = synth::write_study(&spec, source).expect("generate");
     let output = dcmtk("dcmodify")
-        .args(["-nb", "-m", "(0008,0016)=1.2.840.10008.5.1.4.1.1.6.1"])
+        .args(["-nb", "-m", &format!("(0008,0016)={sop_class_uid}")])
         .arg(&study.files[0].path)
         .output()
         .expect("dcmodify");
     assert_success(&output, "dcmodify");
-    let refused = app.storescu(&[study.files[0].path.clone()]);
+    study.files[0].path.clone()
+}
+
+#[test]
+fn an_unsupported_sop_class_is_refused_at_negotiation() {
+    let app = App::spawn();
+    let source = tempfile::tempdir().expect("tempdir");
+    // A private storage class nobody configured.
+    let file = relabelled(source.path(), "1.2.826.0.1.3680043.9999.1.1");
+    let refused = app.storescu(&[file]);
     assert!(
         !refused.status.success(),
         "storescu should fail: {}",
@@ -351,4 +357,17 @@ fn an_unsupported_sop_class_is_refused_at_negotiation() {
     );
     assert_eq!(app.count("SELECT count(*) FROM instances"), 0);
     assert_success(&app.echoscu(), "echoscu after the refusal");
+}
+
+#[test]
+fn every_standard_storage_class_is_accepted_unless_the_listener_is_restricted() {
+    let source = tempfile::tempdir().expect("tempdir");
+    // Ultrasound Image Storage: far from radiotherapy, but a standard storage class.
+    let file = relabelled(source.path(), "1.2.840.10008.5.1.4.1.1.6.1");
+    let open = App::spawn();
+    assert_success(&open.storescu(std::slice::from_ref(&file)), "storescu");
+    assert_eq!(open.count("SELECT count(*) FROM instances"), 1);
+    let restricted = App::spawn_with("only_sop_classes = [\"1.2.840.10008.5.1.4.1.1.2\"]", "");
+    assert!(!restricted.storescu(&[file]).status.success());
+    assert_eq!(restricted.count("SELECT count(*) FROM instances"), 0);
 }

@@ -228,6 +228,114 @@ pub fn write_study(spec: &StudySpec, dir: &Path) -> Result<WrittenStudy, SynthEr
     })
 }
 
+/// What a CT simulator sends besides the images of a study: an X-Ray Radiation Dose SR, an
+/// Enhanced SR (protocol), an Encapsulated PDF, a Secondary Capture dose screen and a Raw Data
+/// object, all of the same patient and study as `spec`. Written after the study's files (their
+/// names sort after them), one file each.
+pub fn write_companions(spec: &StudySpec, dir: &Path) -> Result<Vec<WrittenFile>, SynthError> {
+    let uids = StudyUids::new(spec.seed);
+    let companions: [(&str, &str, &str, u32); 5] = [
+        (
+            uids::X_RAY_RADIATION_DOSE_SR_STORAGE,
+            "SR",
+            "Dose Report",
+            900,
+        ),
+        (uids::ENHANCED_SR_STORAGE, "SR", "Patient Protocol", 901),
+        (
+            uids::ENCAPSULATED_PDF_STORAGE,
+            "DOC",
+            "Exam Protocol PDF",
+            902,
+        ),
+        (
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
+            "CT",
+            "Dose Info",
+            903,
+        ),
+        (uids::RAW_DATA_STORAGE, "CT", "Raw data", 904),
+    ];
+    let mut files = Vec::new();
+    for (index, (sop_class_uid, modality, description, series_number)) in
+        companions.into_iter().enumerate()
+    {
+        let mut obj = InMemDicomObject::new_empty();
+        put_sop_common(
+            &mut obj,
+            sop_class_uid,
+            &uids.uid(&format!("companion-instance/{index}")),
+        );
+        put_patient_and_study(&mut obj, spec, &uids);
+        put_equipment(&mut obj, spec);
+        obj.put(text(tags::MODALITY, VR::CS, modality));
+        obj.put(text(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &uids.uid(&format!("companion-series/{index}")),
+        ));
+        obj.put(int_string(tags::SERIES_NUMBER, i64::from(series_number)));
+        obj.put(text(tags::SERIES_DESCRIPTION, VR::LO, description));
+        obj.put(int_string(tags::INSTANCE_NUMBER, 1));
+        match sop_class_uid {
+            uids::X_RAY_RADIATION_DOSE_SR_STORAGE | uids::ENHANCED_SR_STORAGE => {
+                obj.put(text(tags::VALUE_TYPE, VR::CS, "CONTAINER"));
+                obj.put(text(tags::COMPLETION_FLAG, VR::CS, "COMPLETE"));
+                obj.put(text(tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED"));
+                obj.put(text(tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE"));
+                obj.put(sequence(
+                    tags::CONCEPT_NAME_CODE_SEQUENCE,
+                    vec![InMemDicomObject::from_element_iter([
+                        text(tags::CODE_VALUE, VR::SH, "113701"),
+                        text(tags::CODING_SCHEME_DESIGNATOR, VR::SH, "DCM"),
+                        text(tags::CODE_MEANING, VR::LO, "X-Ray Radiation Dose Report"),
+                    ])],
+                ));
+            }
+            uids::ENCAPSULATED_PDF_STORAGE => {
+                let pdf = b"%PDF-1.4\n% simgate synthetic protocol page\n%%EOF\n".to_vec();
+                obj.put(text(tags::DOCUMENT_TITLE, VR::ST, "Exam protocol"));
+                obj.put(text(
+                    tags::MIME_TYPE_OF_ENCAPSULATED_DOCUMENT,
+                    VR::LO,
+                    "application/pdf",
+                ));
+                obj.put(text(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"));
+                obj.put(DataElement::new(
+                    tags::ENCAPSULATED_DOCUMENT,
+                    VR::OB,
+                    PrimitiveValue::from(pdf),
+                ));
+            }
+            uids::SECONDARY_CAPTURE_IMAGE_STORAGE => {
+                obj.put(text(tags::CONVERSION_TYPE, VR::CS, "WSD"));
+                obj.put(unsigned_short(tags::SAMPLES_PER_PIXEL, 1));
+                obj.put(text(
+                    tags::PHOTOMETRIC_INTERPRETATION,
+                    VR::CS,
+                    "MONOCHROME2",
+                ));
+                obj.put(unsigned_short(tags::ROWS, 16));
+                obj.put(unsigned_short(tags::COLUMNS, 16));
+                obj.put(unsigned_short(tags::BITS_ALLOCATED, 8));
+                obj.put(unsigned_short(tags::BITS_STORED, 8));
+                obj.put(unsigned_short(tags::HIGH_BIT, 7));
+                obj.put(unsigned_short(tags::PIXEL_REPRESENTATION, 0));
+                let pixels: Vec<u8> = (0..256u32).map(|i| (i * 7 % 251) as u8).collect();
+                obj.put(DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OB,
+                    PrimitiveValue::from(pixels),
+                ));
+            }
+            _ => {}
+        }
+        let path = dir.join(format!("9{index:03}_{modality}_{series_number}.dcm"));
+        files.push(write_part10(obj, &path)?);
+    }
+    Ok(files)
+}
+
 /// Builds one CT image instance in memory (for tests that need a single object), returns the InMemDicomObject (dataset only) and its SOP Instance UID.
 ///
 /// `slice` counts from 0; the Instance Number is `slice + 1`.

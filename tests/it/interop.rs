@@ -1,0 +1,240 @@
+//! Clinical interoperability: what a CT simulator sends besides images, and forwarding that
+//! keeps every byte, against DCMTK peers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use simgate_synth::{self as synth, StudySpec};
+
+use crate::support::{App, ReferenceScp, Storescp, assert_success, dataset_bytes, dcmtk};
+
+fn stored_files(app: &App) -> HashMap<String, PathBuf> {
+    app.db()
+        .prepare("SELECT sop_instance_uid, file_path FROM instances")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, String>(1)?)))
+        .expect("query")
+        .map(|row| {
+            let (uid, path) = row.expect("row");
+            (uid, app.data_dir().join(path))
+        })
+        .collect()
+}
+
+fn forwarding_to(port: u16, forward_extra: &str) -> String {
+    format!(
+        "[forward]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nidle_release = \"1s\"\n{forward_extra}\n\
+         [[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"127.0.0.1:{port}\"\n"
+    )
+}
+
+#[test]
+fn a_mixed_simulator_batch_is_stored_byte_identical_forwarded_and_leaves_the_verdict_alone() {
+    let tps = Storescp::start("TPS");
+    let app = App::spawn_configured("", "", &forwarding_to(tps.port, ""));
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut spec = StudySpec::planning_ct(3, 501);
+    spec.study_description = "CT Treatment Planning  Intermediate".into();
+    spec.with_rt_objects = false;
+    let study = synth::write_study(&spec, source.path()).expect("generate");
+    let companions = synth::write_companions(&spec, source.path()).expect("companions");
+    let mut paths: Vec<PathBuf> = study
+        .files
+        .iter()
+        .chain(&companions)
+        .map(|f| f.path.clone())
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 8);
+
+    // One association, as a simulator sends: nothing may be refused.
+    assert_success(&app.storescu(&paths), "storescu with the companions");
+    let sent = ReferenceScp::start().received(&paths, &[]);
+    assert_eq!(sent.len(), 8);
+    let stored = stored_files(&app);
+    for file in study.files.iter().chain(&companions) {
+        let path = stored
+            .get(&file.sop_instance_uid)
+            .unwrap_or_else(|| panic!("{} not stored", file.path.display()));
+        assert_eq!(
+            dataset_bytes(path),
+            sent[&file.sop_instance_uid],
+            "{} stored differently from what storescp received",
+            file.path.display()
+        );
+    }
+    tps.wait_for(8);
+    let delivered = tps.datasets();
+    for file in study.files.iter().chain(&companions) {
+        assert_eq!(
+            delivered.get(&file.sop_instance_uid),
+            Some(&sent[&file.sop_instance_uid]),
+            "{} did not reach the TPS byte for byte",
+            file.path.display()
+        );
+    }
+
+    let output = app.cli(&["studies", "--json"]);
+    assert_success(&output, "studies");
+    let list: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let row = &list["studies"][0];
+    assert_eq!(row["status"], "conforming", "{row:#}");
+    assert_eq!(row["findings"].as_array().map(Vec::len), Some(0), "{row:#}");
+    let detail: Value = serde_json::from_slice(
+        &app.cli(&["study", &study.study_instance_uid, "--json"])
+            .stdout,
+    )
+    .expect("JSON");
+    let judged: Vec<(&str, &str)> = detail["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| {
+            (
+                s["series_description"].as_str().unwrap_or(""),
+                s["verdict"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let companions_named = [
+        "Dose Report",
+        "Patient Protocol",
+        "Exam Protocol PDF",
+        "Dose Info",
+        "Raw data",
+    ];
+    for (description, verdict) in &judged {
+        if companions_named.contains(description) {
+            assert_eq!(*verdict, "not-judged", "{judged:?}");
+        } else {
+            assert_eq!(*verdict, "conforming", "{judged:?}");
+        }
+    }
+}
+
+/// Re-encodes `files` with dcmconv (`+ti` Implicit, `+te` Explicit, `+tb` Big Endian).
+fn converted(files: &[PathBuf], option: &str, dir: &std::path::Path) -> Vec<PathBuf> {
+    files
+        .iter()
+        .map(|file| {
+            let out = dir.join(file.file_name().expect("name"));
+            let status = dcmtk("dcmconv")
+                .arg(option)
+                .arg(file)
+                .arg(&out)
+                .status()
+                .expect("dcmconv");
+            assert!(status.success(), "dcmconv {option}");
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn instances_reach_the_tps_in_their_stored_syntax_and_a_conversion_is_recorded() {
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut spec = StudySpec::planning_ct(10, 511);
+    spec.with_rt_objects = false;
+    let study = synth::write_study(&spec, source.path()).expect("generate");
+    let mut paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
+    paths.sort();
+    let implicit_dir = tempfile::tempdir().expect("tempdir");
+    let implicit = converted(&paths[5..], "+ti", implicit_dir.path());
+    let explicit = &paths[..5];
+
+    // A TPS that takes every syntax: each instance arrives exactly as it was stored.
+    let tps = Storescp::start("TPS");
+    let app = App::spawn_configured("", "", &forwarding_to(tps.port, ""));
+    assert_success(&app.storescu_as("CTSIM", explicit, &["-R"]), "Explicit VR");
+    tps.wait_for(5);
+    assert_success(
+        &app.storescu_as("CTSIM", &implicit, &["-xi"]),
+        "Implicit VR",
+    );
+    tps.wait_for(10);
+    let stored = stored_files(&app);
+    let delivered = tps.datasets();
+    for (uid, path) in &stored {
+        assert_eq!(
+            delivered.get(uid),
+            Some(&dataset_bytes(path)),
+            "{uid} was not forwarded byte for byte"
+        );
+    }
+    for path in &implicit {
+        assert_eq!(
+            crate::support::transfer_syntax(
+                &tps.files()
+                    .into_iter()
+                    .find(|f| {
+                        f.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.ends_with(&uid_of(path)))
+                    })
+                    .expect("delivered")
+            ),
+            "1.2.840.10008.1.2",
+            "an Implicit VR instance arrived re-encoded"
+        );
+    }
+    let none_converted: i64 = app.count("SELECT count(*) FROM forward_queue WHERE sent_as <> ''");
+    assert_eq!(none_converted, 0);
+
+    // A TPS that takes only Implicit VR: the Explicit ones are converted, and the row says so.
+    let implicit_only = tempfile::tempdir().expect("tempdir");
+    let profile = implicit_only.path().join("implicit.cfg");
+    std::fs::write(
+        &profile,
+        "[[TransferSyntaxes]]\n[ImplicitOnly]\nTransferSyntax1 = LittleEndianImplicit\n\n\
+         [[PresentationContexts]]\n[CT]\nPresentationContext1 = CTImageStorage\\ImplicitOnly\n\n\
+         [[Profiles]]\n[Implicit]\nPresentationContexts = CT\n",
+    )
+    .expect("profile");
+    let strict = Storescp::start_on(
+        "STRICT",
+        crate::support::free_port(),
+        &["-xf", profile.to_str().expect("path"), "Implicit"],
+    );
+    let second = App::spawn_configured(
+        "",
+        "",
+        &forwarding_to(strict.port, "").replace("\"TPS\"", "\"STRICT\""),
+    );
+    assert_success(
+        &second.storescu_as("CTSIM", explicit, &["-R"]),
+        "Explicit VR",
+    );
+    strict.wait_for(5);
+    let notes: Vec<String> = second
+        .db()
+        .prepare("SELECT sent_as FROM forward_queue")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(notes.len(), 5);
+    for note in &notes {
+        assert!(
+            note.contains("sent as Implicit VR Little Endian")
+                && note.contains("refused Explicit VR Little Endian"),
+            "{note:?}"
+        );
+    }
+    let queue = second.cli(&["queue"]);
+    assert!(
+        crate::support::text(&queue).contains("sent as Implicit VR Little Endian"),
+        "{}",
+        crate::support::text(&queue)
+    );
+}
+
+fn uid_of(path: &std::path::Path) -> String {
+    let object = dicom_object::open_file(path).expect("file");
+    object
+        .meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
+}
