@@ -178,6 +178,42 @@ fn instances_reach_the_tps_in_their_stored_syntax_and_a_conversion_is_recorded()
             "an Implicit VR instance arrived re-encoded"
         );
     }
+    // A Big Endian and a JPEG Lossless instance of another series, each in its own syntax.
+    let mut other = StudySpec::planning_ct(2, 512);
+    other.with_rt_objects = false;
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let others = synth::write_study(&other, other_dir.path()).expect("generate");
+    let big_endian = converted(&[others.files[0].path.clone()], "+tb", implicit_dir.path());
+    let jpeg = other_dir.path().join("jpeg.dcm");
+    let status = dcmtk("dcmcjpeg")
+        .arg(&others.files[1].path)
+        .arg(&jpeg)
+        .status()
+        .expect("dcmcjpeg");
+    assert!(status.success());
+    assert_success(
+        &app.storescu_as("CTSIM", &big_endian, &["-xb"]),
+        "Big Endian",
+    );
+    assert_success(
+        &app.storescu_as("CTSIM", std::slice::from_ref(&jpeg), &["-xs"]),
+        "JPEG Lossless",
+    );
+    tps.wait_for(12);
+    let stored = stored_files(&app);
+    let delivered = tps.datasets();
+    for (file, syntax) in [
+        (&big_endian[0], "1.2.840.10008.1.2.2"),
+        (&jpeg, "1.2.840.10008.1.2.4.70"),
+    ] {
+        let uid = uid_of(file);
+        assert_eq!(crate::support::transfer_syntax(&stored[&uid]), syntax);
+        assert_eq!(
+            delivered.get(&uid),
+            Some(&dataset_bytes(&stored[&uid])),
+            "{syntax} not forwarded byte for byte"
+        );
+    }
     let none_converted: i64 = app.count("SELECT count(*) FROM forward_queue WHERE sent_as <> ''");
     assert_eq!(none_converted, 0);
 
