@@ -12,7 +12,6 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::dicom::part10::{self, StoredMeta};
-use crate::dicom::transfer_syntax::Encoding;
 use crate::error_chain;
 use crate::scp::header::InstanceHeader;
 use crate::scp::scan::DatasetScanner;
@@ -147,10 +146,9 @@ fn read_instance(spool: &Spool, relative: &str) -> Result<ReadInstance, Unusable
     let mut head = vec![0u8; (64 * 1024).min(metadata.len() as usize)];
     file.read_exact(&mut head)?;
     let meta = part10::read_meta(&head)?;
-    let encoding = Encoding::of_transfer_syntax(&meta.transfer_syntax_uid)
+    let mut scanner = DatasetScanner::for_transfer_syntax(&meta.transfer_syntax_uid)
         .ok_or_else(|| Unusable::TransferSyntax(meta.transfer_syntax_uid.clone()))?;
     file.seek(SeekFrom::Start(meta.dataset_offset))?;
-    let mut scanner = DatasetScanner::new(encoding);
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; 1024 * 1024];
     loop {

@@ -3,6 +3,16 @@
 
 pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
+/// Whether the whole data set is deflated (RFC 1951) in this transfer syntax: Deflated
+/// Explicit VR Little Endian, JPIP Referenced Deflate, JPIP HTJ2K Referenced Deflate.
+pub fn is_deflated(uid: &str) -> bool {
+    matches!(
+        uid,
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205"
+    )
+}
 
 /// How a transfer syntax encodes the data set: what a walk over element headers needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +31,8 @@ impl Encoding {
         big_endian: false,
     };
 
-    /// The encoding of a data set in the given transfer syntax, or `None` when the data set
-    /// itself is transformed (deflate) and cannot be walked.
+    /// The encoding of a data set in the given transfer syntax (for the deflated ones: of the
+    /// data set once inflated, see [`is_deflated`]).
     pub fn of_transfer_syntax(uid: &str) -> Option<Encoding> {
         match uid {
             IMPLICIT_VR_LITTLE_ENDIAN => Some(Self::IMPLICIT_VR_LITTLE_ENDIAN),
@@ -30,9 +40,7 @@ impl Encoding {
                 explicit_vr: true,
                 big_endian: true,
             }),
-            // Deflated Explicit VR Little Endian, JPIP Referenced Deflate and JPIP HTJ2K
-            // Referenced Deflate: the whole data set is deflated.
-            "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => None,
+            // The deflated syntaxes are Explicit VR Little Endian once inflated.
             _ => Some(Self::EXPLICIT_VR_LITTLE_ENDIAN),
         }
     }

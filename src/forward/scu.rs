@@ -21,7 +21,9 @@ use crate::config::{DestinationConfig, ForwardConfig};
 use crate::dicom::dimse::{self, ResponseFields, command_field};
 use crate::dicom::part10;
 use crate::dicom::sop_classes::VERIFICATION;
-use crate::dicom::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use crate::dicom::transfer_syntax::{
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, is_deflated,
+};
 use crate::dicom::uid::trim_uid;
 use crate::store::queue::QueueItem;
 
@@ -333,7 +335,11 @@ fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u
         return Some((*pc, ts.clone()));
     }
     let uncompressed = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN];
-    if uncompressed.contains(&item.transfer_syntax_uid.as_str()) {
+    // Only a lossless re-encoding of the data set: never a pixel data codec.
+    let convertible = uncompressed.contains(&item.transfer_syntax_uid.as_str())
+        || is_deflated(&item.transfer_syntax_uid)
+        || item.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN;
+    if convertible {
         return same_class()
             .find(|(_, ts, _)| uncompressed.contains(&ts.as_str()))
             .map(|(_, ts, pc)| (*pc, ts.clone()));

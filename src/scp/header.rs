@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::scan;
 use crate::dicom::CodeItem;
-use crate::dicom::transfer_syntax::Encoding;
+use crate::dicom::transfer_syntax::{self, Encoding};
 use crate::dicom::uid::is_valid_uid;
 
 /// What simgate keeps of each instance's header. Missing attributes are empty strings (or
@@ -76,8 +76,14 @@ impl InstanceHeader {
         let encoding = Encoding::of_transfer_syntax(transfer_syntax_uid)
             .ok_or_else(|| HeaderError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
         scan::check_nested_lengths(header_bytes, encoding)?;
+        // A deflated data set's header was copied after inflation: Explicit VR Little Endian.
+        let parse_as = if transfer_syntax::is_deflated(transfer_syntax_uid) {
+            transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN
+        } else {
+            transfer_syntax_uid
+        };
         let ts = TransferSyntaxRegistry
-            .get(transfer_syntax_uid)
+            .get(parse_as)
             .ok_or_else(|| HeaderError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
         let object =
             InMemDicomObject::read_dataset_with_ts(header_bytes, ts).map_err(HeaderError::Parse)?;

@@ -15,7 +15,6 @@ use super::scan::DatasetScanner;
 use crate::config::ReloadablePolicy;
 use crate::dicom::dimse::Status;
 use crate::dicom::part10::PartTenMeta;
-use crate::dicom::transfer_syntax::Encoding;
 use crate::error_chain;
 use crate::service::Service;
 use crate::spool::{PartialFile, Spool, SpoolError, StoredFile};
@@ -147,8 +146,7 @@ pub struct InstanceReceiver {
 
 impl InstanceReceiver {
     pub fn new(request: StoreRequest, origin: Arc<Origin>, context: ReceiveContext) -> Self {
-        let scanner =
-            Encoding::of_transfer_syntax(&request.transfer_syntax_uid).map(DatasetScanner::new);
+        let scanner = DatasetScanner::for_transfer_syntax(&request.transfer_syntax_uid);
         let refused = scanner.is_none().then(|| {
             Refusal::data(format!(
                 "transfer syntax {} cannot be stored",

@@ -40,7 +40,18 @@ pub enum ScanError {
     TooDeep,
     #[error("element {tag} has odd length {length}")]
     OddLength { tag: Tag, length: u32 },
+    #[error("the deflated data set cannot be inflated: {0}")]
+    Inflate(String),
+    #[error("the deflated data set inflates past {INFLATED_LIMIT} bytes")]
+    InflatedTooLarge,
+    #[error("the deflated data set ends before its last deflate block")]
+    DeflateUnfinished,
 }
+
+/// A deflated data set may inflate to this much at most (a DICOM element is under 4 GiB).
+const INFLATED_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+/// Inflated bytes are walked in pieces of this size: memory stays bounded whatever the ratio.
+const INFLATE_CHUNK: usize = 64 * 1024;
 
 /// Nesting deeper than this is refused; real objects stay under ten.
 pub const MAX_DEPTH: usize = 64;
@@ -86,6 +97,9 @@ pub struct DatasetScanner {
     /// Where the top-level element being copied starts in `header`, when it is being copied.
     capture_start: Option<usize>,
     consumed: u64,
+    /// For a deflated transfer syntax: the raw deflate stream is inflated as it arrives and
+    /// the inflated bytes are walked.
+    inflater: Option<Box<flate2::Decompress>>,
 }
 
 impl DatasetScanner {
@@ -100,14 +114,67 @@ impl DatasetScanner {
             header: Vec::with_capacity(8 * 1024),
             capture_start: None,
             consumed: 0,
+            inflater: None,
         }
+    }
+
+    /// A walk of a data set in this transfer syntax, inflating it first when the syntax is a
+    /// deflated one; `None` for a transfer syntax that is not known.
+    pub fn for_transfer_syntax(uid: &str) -> Option<Self> {
+        let mut scanner = Self::new(Encoding::of_transfer_syntax(uid)?);
+        if crate::dicom::transfer_syntax::is_deflated(uid) {
+            scanner.inflater = Some(Box::new(flate2::Decompress::new(false)));
+        }
+        Some(scanner)
     }
 
     pub fn bytes_seen(&self) -> u64 {
         self.consumed
     }
 
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), ScanError> {
+    /// Takes the next bytes of the data set, as received.
+    pub fn feed(&mut self, input: &[u8]) -> Result<(), ScanError> {
+        match self.inflater.take() {
+            None => self.walk(input),
+            Some(mut inflater) => {
+                let result = self.inflate(&mut inflater, input, flate2::FlushDecompress::None);
+                self.inflater = Some(inflater);
+                result.map(|_| ())
+            }
+        }
+    }
+
+    /// Inflates `input` piece by piece and walks each piece.
+    fn inflate(
+        &mut self,
+        inflater: &mut flate2::Decompress,
+        mut input: &[u8],
+        flush: flate2::FlushDecompress,
+    ) -> Result<flate2::Status, ScanError> {
+        let mut out = vec![0u8; INFLATE_CHUNK];
+        loop {
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress(input, &mut out, flush)
+                .map_err(|e| ScanError::Inflate(e.to_string()))?;
+            let read = (inflater.total_in() - before_in) as usize;
+            let produced = (inflater.total_out() - before_out) as usize;
+            input = &input[read..];
+            if inflater.total_out() > INFLATED_LIMIT {
+                return Err(ScanError::InflatedTooLarge);
+            }
+            self.walk(&out[..produced])?;
+            let stuck = read == 0 && produced == 0;
+            if status == flate2::Status::StreamEnd
+                || stuck
+                || (input.is_empty() && produced < out.len())
+            {
+                return Ok(status);
+            }
+        }
+    }
+
+    fn walk(&mut self, mut input: &[u8]) -> Result<(), ScanError> {
         self.consumed += input.len() as u64;
         while !input.is_empty() {
             if self.skip > 0 {
@@ -137,7 +204,13 @@ impl DatasetScanner {
 
     /// Ends the walk: the data set must end on an element boundary with every sequence
     /// closed. Returns the copied header (top-level elements, in the data set's encoding).
-    pub fn finish(self) -> Result<Vec<u8>, ScanError> {
+    pub fn finish(mut self) -> Result<Vec<u8>, ScanError> {
+        if let Some(mut inflater) = self.inflater.take() {
+            let status = self.inflate(&mut inflater, &[], flate2::FlushDecompress::Finish)?;
+            if status != flate2::Status::StreamEnd {
+                return Err(ScanError::DeflateUnfinished);
+            }
+        }
         if self.skip > 0 {
             // The declared length ran past the end of the data set.
             return Err(ScanError::LengthBeyondEnd {
@@ -517,6 +590,43 @@ mod tests {
             assert_eq!(header, header_part, "chunk size {chunk}");
         }
         check_nested_lengths(&header_part, LE).expect("nested lengths");
+    }
+
+    fn deflated(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).expect("deflate");
+        encoder.finish().expect("deflate")
+    }
+
+    #[test]
+    fn a_deflated_data_set_is_inflated_as_it_arrives_and_walked() {
+        let header_part = sample();
+        let dataset = with_pixels(header_part.clone(), 200_000);
+        let raw = deflated(&dataset);
+        for chunk in [1, 7, 1000, 100_000] {
+            let mut scanner =
+                DatasetScanner::for_transfer_syntax("1.2.840.10008.1.2.1.99").expect("known");
+            for piece in raw.chunks(chunk) {
+                scanner.feed(piece).expect("walk");
+            }
+            assert_eq!(
+                scanner.finish().expect("finish"),
+                header_part,
+                "chunk {chunk}"
+            );
+        }
+        // A stream cut short is refused, and so is one that is not deflate at all.
+        let mut cut = DatasetScanner::for_transfer_syntax("1.2.840.10008.1.2.1.99").expect("known");
+        cut.feed(&raw[..raw.len() / 2]).expect("first half");
+        assert!(cut.finish().is_err());
+        let mut garbage =
+            DatasetScanner::for_transfer_syntax("1.2.840.10008.1.2.1.99").expect("known");
+        let result = garbage
+            .feed(&[0xFF; 64])
+            .and_then(|()| garbage.finish().map(|_| ()));
+        assert!(result.is_err());
     }
 
     #[test]

@@ -274,3 +274,50 @@ fn uid_of(path: &std::path::Path) -> String {
         .trim_end_matches('\0')
         .to_string()
 }
+
+#[test]
+fn a_deflated_instance_is_walked_indexed_stored_as_received_and_forwarded_unchanged() {
+    let tps = Storescp::start("TPS");
+    let app = App::spawn_configured("", "", &forwarding_to(tps.port, ""));
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut spec = StudySpec::planning_ct(1, 521);
+    spec.with_rt_objects = false;
+    let study = synth::write_study(&spec, source.path()).expect("generate");
+    let out = tempfile::tempdir().expect("tempdir");
+    let deflated = converted(&[study.files[0].path.clone()], "+td", out.path());
+    assert_eq!(
+        crate::support::transfer_syntax(&deflated[0]),
+        "1.2.840.10008.1.2.1.99"
+    );
+    // -xd: propose Deflated Explicit VR Little Endian.
+    assert_success(
+        &app.storescu_as("CTSIM", &deflated, &["-xd"]),
+        "storescu -xd",
+    );
+    let sent = ReferenceScp::start().received(&deflated, &["-xd"]);
+    let uid = &study.files[0].sop_instance_uid;
+    let stored = stored_files(&app);
+    assert_eq!(
+        crate::support::transfer_syntax(&stored[uid]),
+        "1.2.840.10008.1.2.1.99"
+    );
+    assert_eq!(
+        dataset_bytes(&stored[uid]),
+        sent[uid],
+        "not stored as received"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM series WHERE study_instance_uid = '{}'",
+            study.study_instance_uid
+        )),
+        1,
+        "the inflated header was indexed"
+    );
+    tps.wait_for(1);
+    assert_eq!(
+        tps.datasets().get(uid),
+        Some(&sent[uid]),
+        "not forwarded unchanged"
+    );
+}
