@@ -23,6 +23,15 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
+# pydicom's sample files (and pynetdicom, the Storage Commitment peer) in a venv of our own.
+pyenv="$(pwd)/target/pyenv"
+if ! "$pyenv/bin/python" -c "import pydicom, pynetdicom" >/dev/null 2>&1; then
+  echo "==> installing pydicom and pynetdicom into $pyenv"
+  python3 -m venv "$pyenv"
+  "$pyenv/bin/pip" install --quiet pydicom pynetdicom
+fi
+export SIMGATE_PYTHON="$pyenv/bin/python"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -321,3 +321,113 @@ fn a_deflated_instance_is_walked_indexed_stored_as_received_and_forwarded_unchan
         "not forwarded unchanged"
     );
 }
+
+/// The Python of the venv `scripts/test.sh` makes (`SIMGATE_PYTHON` overrides), if pydicom
+/// is importable there.
+fn python_with_pydicom() -> Option<PathBuf> {
+    let python = std::env::var_os("SIMGATE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
+        });
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import pydicom"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
+fn tag_text(object: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let text = object.element(tag).ok()?.to_str().ok()?;
+    let text = text.trim_end_matches(['\0', ' ']).to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[test]
+fn pydicom_samples_that_storescp_accepts_are_stored_byte_for_byte() {
+    let Some(python) = python_with_pydicom() else {
+        eprintln!("SKIPPED: pydicom is not installed (scripts/test.sh makes target/pyenv)");
+        return;
+    };
+    let listing = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import pydicom.data as d\nfor f in sorted(d.get_testdata_files()): print(f)",
+        ])
+        .output()
+        .expect("pydicom file list");
+    let files: Vec<PathBuf> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(files.len() > 50, "pydicom lists only {} files", files.len());
+    let reference = ReferenceScp::start();
+    let app = App::spawn();
+    let (mut accepted_by_storescp, mut checked) = (0, 0);
+    let mut refused = Vec::new();
+    for file in &files {
+        let before: std::collections::HashSet<PathBuf> = reference.files().into_iter().collect();
+        let output = dcmtk("storescu")
+            .args(["-R", "-aet", "CTSIM", "-aec", "REFERENCE", "127.0.0.1"])
+            .arg(reference.port.to_string())
+            .arg(file)
+            .output()
+            .expect("storescu");
+        let new: Vec<PathBuf> = reference
+            .files()
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        if !output.status.success() || new.len() != 1 {
+            continue;
+        }
+        let received = std::fs::read(&new[0]).expect("received");
+        std::fs::remove_file(&new[0]).expect("clear for the next file");
+        accepted_by_storescp += 1;
+        let Ok(object) = dicom_object::from_reader(&received[128..]) else {
+            continue;
+        };
+        use dicom_dictionary_std::tags;
+        let (Some(_), Some(_), Some(sop)) = (
+            tag_text(&object, tags::STUDY_INSTANCE_UID),
+            tag_text(&object, tags::SERIES_INSTANCE_UID),
+            tag_text(&object, tags::SOP_INSTANCE_UID),
+        ) else {
+            continue;
+        };
+        checked += 1;
+        let sent = app.storescu_as("CTSIM", std::slice::from_ref(file), &["-R"]);
+        let stored: Option<String> = app
+            .db()
+            .query_row(
+                "SELECT file_path FROM instances WHERE sop_instance_uid = ?1",
+                [&sop],
+                |r| r.get(0),
+            )
+            .ok();
+        match stored {
+            Some(path)
+                if sent.status.success()
+                    && dataset_bytes(&app.data_dir().join(&path))
+                        == crate::support::dataset_of(&received) => {}
+            other => refused.push(format!(
+                "{}: stored {other:?}; {}",
+                file.display(),
+                crate::support::text(&sent).lines().last().unwrap_or("")
+            )),
+        }
+    }
+    eprintln!(
+        "pydicom samples: {} files, {accepted_by_storescp} accepted by storescp, {checked} with \
+         Study/Series/SOP Instance UIDs, {} of those refused or changed by simgate",
+        files.len(),
+        refused.len()
+    );
+    assert!(checked > 40, "only {checked} files were compared");
+    assert!(
+        refused.is_empty(),
+        "simgate refused or changed:\n{}",
+        refused.join("\n")
+    );
+}
