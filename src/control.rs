@@ -124,10 +124,14 @@ pub async fn execute(service: &Service, request: Request) -> Response {
 pub async fn bind(storage_dir: &Path) -> Result<UnixListener, ControlError> {
     let path = storage_dir.join(SOCKET_NAME);
     if path.exists() {
-        if UnixStream::connect(&path).await.is_ok() {
-            return Err(ControlError::InUse(path));
+        match UnixStream::connect(&path).await {
+            Ok(_) => return Err(ControlError::InUse(path)),
+            // Nobody listens: left by a gateway that was killed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(source) => return Err(ControlError::Socket { path, source }),
         }
-        let _ = std::fs::remove_file(&path);
     }
     let socket_error = |source| ControlError::Socket {
         path: path.clone(),
@@ -166,11 +170,8 @@ pub async fn serve(
             }
         });
     }
-    if let Ok(address) = listener.local_addr()
-        && let Some(path) = address.as_pathname()
-    {
-        let _ = std::fs::remove_file(path);
-    }
+    // The socket file stays: the next gateway finds nobody listening and replaces it. (The
+    // storage folder's lock, held by `app::serve`, is what keeps a second gateway out.)
 }
 
 async fn answer(stream: UnixStream, service: &Service) -> Result<(), std::io::Error> {

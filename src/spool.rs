@@ -6,9 +6,11 @@
 //! Layout under `storage.dir`: `tmp/*.part` (in progress, removed at start), and
 //! `spool/<first two hex digits>/<sha256>.dcm` (final).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Durability;
@@ -52,6 +54,10 @@ pub struct Spool {
     tmp: PathBuf,
     durability: Durability,
     counter: AtomicU64,
+    /// Content hashes whose final file an instance being recorded relies on (from `commit`
+    /// until `unpin`): `remove` leaves these files alone, so neither retention nor the removal
+    /// of a replaced file can delete a file a success is about to be answered for.
+    pinned: Mutex<HashMap<String, u32>>,
 }
 
 impl Spool {
@@ -78,6 +84,7 @@ impl Spool {
             tmp,
             durability,
             counter: AtomicU64::new(0),
+            pinned: Mutex::new(HashMap::new()),
         })
     }
 
@@ -161,8 +168,42 @@ impl Spool {
         Ok(partial)
     }
 
-    /// Makes a finished file durable and visible under its final name.
+    /// Makes a finished file durable and visible under its final name, and pins it: the caller
+    /// calls [`unpin`](Self::unpin) once the index has recorded it (or failed to).
     pub fn commit(
+        &self,
+        partial: PartialFile,
+        content_hash: &str,
+    ) -> Result<StoredFile, SpoolError> {
+        self.pins()
+            .entry(content_hash.to_string())
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        let committed = self.commit_pinned(partial, content_hash);
+        if committed.is_err() {
+            self.unpin(content_hash);
+        }
+        committed
+    }
+
+    /// The index has recorded (or failed to record) the instance committed under this hash.
+    pub fn unpin(&self, content_hash: &str) {
+        let mut pins = self.pins();
+        if let Some(count) = pins.get_mut(content_hash) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(content_hash);
+            }
+        }
+    }
+
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn commit_pinned(
         &self,
         mut partial: PartialFile,
         content_hash: &str,
@@ -205,12 +246,25 @@ impl Spool {
     }
 
     /// Removes a file the index no longer refers to (a replaced instance).
-    pub fn remove(&self, relative_path: &str) -> Result<(), SpoolError> {
+    /// Removes a stored file; `false` when it was left because an instance being recorded
+    /// relies on it (a later sweep or start-up reconciliation looks again).
+    pub fn remove(&self, relative_path: &str) -> Result<bool, SpoolError> {
         let path = self.storage_dir().join(relative_path);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &path)(e)),
-            _ => Ok(()),
+        let hash = Path::new(relative_path)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        // Held while unlinking, so no commit can pin this file in between.
+        let pins = self.pins();
+        if pins.contains_key(hash) {
+            return Ok(false);
         }
+        let removed = match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &path)(e)),
+            _ => Ok(true),
+        };
+        drop(pins);
+        removed
     }
 
     fn sync_dir(&self, dir: &Path) -> Result<(), SpoolError> {
@@ -304,5 +358,22 @@ mod tests {
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
             0
         );
+    }
+
+    #[test]
+    fn a_pinned_file_is_not_removed_until_it_is_unpinned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), Durability::Os).expect("open");
+        let hash = "cd".repeat(32);
+        let partial = spool.begin(&meta()).expect("begin");
+        let stored = spool.commit(partial, &hash).expect("commit");
+        assert!(
+            !spool.remove(&stored.relative_path).expect("remove"),
+            "removed while pinned"
+        );
+        assert!(dir.path().join(&stored.relative_path).exists());
+        spool.unpin(&hash);
+        assert!(spool.remove(&stored.relative_path).expect("remove"));
+        assert!(!dir.path().join(&stored.relative_path).exists());
     }
 }

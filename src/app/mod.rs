@@ -54,6 +54,8 @@ pub enum AppError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error("another simgate is serving this storage folder (it holds {0})")]
+    InUse(PathBuf),
 }
 
 /// Jobs in the index writer's queue; beyond this, receivers wait (backpressure).
@@ -62,6 +64,8 @@ const INDEX_QUEUE: usize = 1024;
 /// `simgate serve`: loads the config, binds, handles signals and runs until stopped.
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let config = Arc::new(Config::load(&config_path)?);
+    // Before anything touches the storage folder or the database: one gateway per folder.
+    let _lock = lock_storage(&config.storage.dir)?;
     let bind = |address: SocketAddr| async move {
         TcpListener::bind(address)
             .await
@@ -101,8 +105,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
-    // The control socket first: a second gateway on the same folder stops here, before it
-    // touches the first one's files.
     std::fs::create_dir_all(&config.storage.dir).map_err(|source| AppError::Folder {
         path: config.storage.dir.clone(),
         source,
@@ -145,6 +147,7 @@ pub async fn run(
             Arc::new(store::ReadPool::new(database)),
             Arc::clone(&spool),
             Arc::clone(&metrics),
+            policy.clone(),
         );
         let stop = shutdown.clone();
         tracker.spawn(async move {
@@ -201,6 +204,26 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes the storage folder's lock file (`simgate.lock`, an exclusive `flock` held for the
+/// life of the process; the kernel drops it when the process ends, however it ends).
+fn lock_storage(dir: &Path) -> Result<std::fs::File, AppError> {
+    let folder_error = |source| AppError::Folder {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(folder_error)?;
+    let path = dir.join("simgate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(folder_error)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| AppError::InUse(path))?;
+    Ok(file)
 }
 
 /// Opens (and migrates) the database to read imported playbooks, then loads the rules.

@@ -41,7 +41,9 @@ pub async fn run(
             let remover = Arc::clone(&spool);
             let path = file.file_path.clone();
             match tokio::task::spawn_blocking(move || remover.remove(&path)).await {
-                Ok(Ok(())) => {
+                // Left for now: an instance being recorded relies on it.
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) => {
                     let now = crate::clock::now_rfc3339();
                     let uid = file.sop_instance_uid;
                     if let Err(e) = index

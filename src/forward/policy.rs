@@ -84,6 +84,19 @@ impl ForwardError {
         )
     }
 
+    /// After this failure the open association cannot carry the next instance (the peer may
+    /// be in the middle of a data set): it is aborted. A refusal or a missing context leaves it
+    /// in order.
+    pub fn breaks_association(&self) -> bool {
+        !matches!(
+            self,
+            ForwardError::Refused { .. }
+                | ForwardError::NoPresentationContext { .. }
+                | ForwardError::Rejected { .. }
+                | ForwardError::Connect { .. }
+        )
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             ForwardError::Refused { status, .. } => Some(status.0),

@@ -149,12 +149,12 @@ impl Scu {
         }
         let path = self.storage_dir.join(&item.file_path);
         // The stored (class, syntax) must have been proposed on the open association; if it
-        // was and the destination refused it, a conversion is the only way left.
-        let proposed = self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.proposed.contains(&pair));
-        if !proposed {
+        // was and the destination refused it, a conversion is the only way left. With nothing
+        // usable, a fresh association asks again (the destination may have been reconfigured).
+        let usable = self.open.as_ref().is_some_and(|o| {
+            o.proposed.contains(&pair) && context_for(&o.accepted, item).is_some()
+        });
+        if !usable {
             self.release().await;
             self.open = Some(self.associate().await?);
         }
@@ -167,6 +167,14 @@ impl Scu {
                 transfer_syntax_uid: item.transfer_syntax_uid.clone(),
             })?;
         let converted_to = (ts != item.transfer_syntax_uid).then(|| ts.clone());
+        // Everything that can fail without the peer is done before the command goes out, so a
+        // missing file or a failed conversion never leaves the peer waiting for a data set.
+        let payload = if ts == item.transfer_syntax_uid {
+            let (file, total) = open_data_set(&path).await?;
+            Payload::Stored(file, total)
+        } else {
+            Payload::Converted(convert(&path, &item.transfer_syntax_uid, &ts).await?)
+        };
         let message_id = o.next_message_id;
         o.next_message_id = o.next_message_id.wrapping_add(1).max(1);
         let command =
@@ -187,11 +195,13 @@ impl Scu {
             n => n.min(self.settings.max_pdu_length),
         };
         let chunk = ((max_pdu.saturating_sub(6)) & !1).max(2) as usize;
-        if ts == item.transfer_syntax_uid {
-            send_file_data(&mut o.association, pc, &path, chunk).await?;
-        } else {
-            let converted = convert(&path, &item.transfer_syntax_uid, &ts).await?;
-            send_chunks(&mut o.association, pc, &converted, chunk).await?;
+        match payload {
+            Payload::Stored(file, total) => {
+                send_file_data(&mut o.association, pc, &path, (file, total), chunk).await?
+            }
+            Payload::Converted(converted) => {
+                send_chunks(&mut o.association, pc, &converted, chunk).await?
+            }
         }
         let timeout = self.settings.response_timeout;
         let response = tokio::time::timeout(timeout, receive_response(&mut o.association, timeout))
@@ -348,36 +358,53 @@ fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u
 }
 
 /// Streams the stored data set from disk as Data PDVs, one chunk in memory at a time.
-async fn send_file_data(
-    association: &mut AsyncClientAssociation<TcpStream>,
-    pc: u8,
-    path: &Path,
-    chunk: usize,
-) -> Result<(), ForwardError> {
+/// What goes out after the command: the stored data set, or its conversion.
+enum Payload {
+    /// The spool file, positioned at its data set, and the data set's length.
+    Stored(std::fs::File, u64),
+    Converted(Vec<u8>),
+}
+
+/// Opens a stored file at its data set (checking its head) before anything is sent.
+async fn open_data_set(path: &Path) -> Result<(std::fs::File, u64), ForwardError> {
     use std::io::{Read, Seek, SeekFrom};
     let file_error = |source| ForwardError::File {
         path: path.to_path_buf(),
         source,
     };
     let owned = path.to_path_buf();
-    let (mut file, total) =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
-            let mut file = std::fs::File::open(&owned)?;
-            let mut head = [0u8; part10::HEAD_LENGTH];
-            file.read_exact(&mut head)?;
-            let offset = part10::dataset_offset(&head).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "not a Part-10 file from simgate",
-                )
-            })?;
-            let length = file.metadata()?.len();
-            file.seek(SeekFrom::Start(offset))?;
-            Ok((file, length.saturating_sub(offset)))
-        })
-        .await
-        .map_err(|e| file_error(std::io::Error::other(e.to_string())))?
-        .map_err(file_error)?;
+    tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+        let mut file = std::fs::File::open(&owned)?;
+        let mut head = [0u8; part10::HEAD_LENGTH];
+        file.read_exact(&mut head)?;
+        let offset = part10::dataset_offset(&head).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a Part-10 file from simgate",
+            )
+        })?;
+        let length = file.metadata()?.len();
+        file.seek(SeekFrom::Start(offset))?;
+        Ok((file, length.saturating_sub(offset)))
+    })
+    .await
+    .map_err(|e| file_error(std::io::Error::other(e.to_string())))?
+    .map_err(file_error)
+}
+
+/// Streams an opened stored data set as Data PDVs, one chunk in memory at a time.
+async fn send_file_data(
+    association: &mut AsyncClientAssociation<TcpStream>,
+    pc: u8,
+    path: &Path,
+    (mut file, total): (std::fs::File, u64),
+    chunk: usize,
+) -> Result<(), ForwardError> {
+    use std::io::Read;
+    let file_error = |source| ForwardError::File {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut sent = 0u64;
     loop {
         let want = chunk.min((total - sent) as usize);

@@ -85,6 +85,7 @@ impl Forwarder {
                         }
                         break;
                     }
+                    Err(e) if e.breaks_association() => self.scu.abort().await,
                     Err(_) => {}
                 }
                 if self.shutdown.is_cancelled() {
@@ -190,6 +191,12 @@ impl Forwarder {
             match self.scu.echo().await {
                 Ok(()) => {
                     tracing::info!(destination = %self.name, after_s = started.elapsed().as_secs(), "destination answers C-ECHO again: resuming");
+                    return;
+                }
+                // It answers, if not to C-ECHO (a rejection, no Verification context, a
+                // failure status): reachable; sending decides the rest.
+                Err(e) if !e.is_unreachable() => {
+                    tracing::info!(destination = %self.name, after_s = started.elapsed().as_secs(), answer = %error_chain(&e), "destination answers again: resuming");
                     return;
                 }
                 Err(e) => {

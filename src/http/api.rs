@@ -283,7 +283,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         spool.free_bytes().map_err(|e| crate::error_chain(&e))
     });
     let (database, storage) = tokio::join!(database, storage);
-    let reserve = state.config().storage.reserve_free_bytes;
+    let reserve = state.policy.borrow().reserve_free_bytes;
     let storage_problem = match &storage {
         Ok(free) if *free < reserve => Some(format!(
             "storage: free space {free} bytes is below the reserve of {reserve} bytes"

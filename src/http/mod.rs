@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
     pub health: Arc<api::Health>,
+    /// What SIGHUP reloads (the free-space reserve `/healthz` checks against).
+    pub policy: tokio::sync::watch::Receiver<Arc<crate::config::ReloadablePolicy>>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
         reads: Arc<ReadPool>,
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
+        policy: tokio::sync::watch::Receiver<Arc<crate::config::ReloadablePolicy>>,
     ) -> AppState {
         let config = service.config();
         let auth = Arc::new(auth::Auth::new(
@@ -59,6 +62,7 @@ impl AppState {
             metrics,
             auth,
             health: Arc::default(),
+            policy,
         }
     }
 

@@ -301,10 +301,12 @@ impl InstanceReceiver {
             received_at: crate::clock::now_rfc3339(),
             file_size: stored.file_size,
             file_path: stored.relative_path.clone(),
-            content_hash,
+            content_hash: content_hash.clone(),
         };
         let persisted_at = std::time::Instant::now();
-        let outcome = match self.context.service.record_instance(instance).await {
+        let recorded = self.context.service.record_instance(instance).await;
+        self.context.spool.unpin(&content_hash);
+        let outcome = match recorded {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(cause = %error_chain(&e), "cannot index an instance");

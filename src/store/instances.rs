@@ -243,7 +243,8 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
              received_at = excluded.received_at,
              file_size = excluded.file_size,
              file_path = excluded.file_path,
-             content_hash = excluded.content_hash",
+             content_hash = excluded.content_hash,
+             file_deleted_at = NULL",
     )?
     .execute(params![
         h.sop_instance_uid,
@@ -418,6 +419,27 @@ pub(crate) mod tests {
         assert_eq!(
             with_code.new_evidence.as_deref(),
             Some("new procedure codes")
+        );
+    }
+
+    #[test]
+    fn a_replacement_of_a_retained_instance_is_not_marked_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        let db = store.db();
+        db.record_instance(&instance("1.2.3.4.1", "aa11"))
+            .expect("record");
+        db.mark_file_deleted("1.2.3.4.1", "2026-12-01T00:00:00Z")
+            .expect("retention");
+        db.record_instance(&instance("1.2.3.4.1", "bb22"))
+            .expect("replace");
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM instances WHERE file_deleted_at IS NOT NULL"
+            ),
+            0
         );
     }
 }

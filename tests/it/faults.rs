@@ -354,3 +354,20 @@ fn healthz_answers_within_two_seconds_when_the_storage_is_frozen() {
         client.get(&url).send().is_ok_and(|r| r.status() == 200)
     });
 }
+
+#[test]
+fn a_second_gateway_on_the_same_storage_folder_refuses_to_start() {
+    let app = App::spawn();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["serve", "--config"])
+        .arg(&app.config_path)
+        .output()
+        .expect("second simgate");
+    assert!(!second.status.success(), "a second gateway started");
+    assert!(
+        text(&second).contains("another simgate is serving this storage folder"),
+        "{}",
+        text(&second)
+    );
+    assert_success(&app.echoscu(), "the first one keeps serving");
+}
