@@ -449,7 +449,13 @@ pub fn nomenclature_sources(
 
 /// `simgate nomenclature recheck`.
 pub fn nomenclature_recheck(config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
-    let (studies, changed) = match accepted(write(config, Request::Recheck, true)?)? {
+    let (studies, changed) = match accepted(write(
+        config,
+        Request::Recheck {
+            author: Author::operator(),
+        },
+        true,
+    )?)? {
         Response::Rechecked { studies, changed } => (studies, changed),
         other => return Err(unexpected(&other).into()),
     };

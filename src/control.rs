@@ -51,7 +51,9 @@ pub enum Request {
         author: Author,
         file: PlaybookFile,
     },
-    Recheck,
+    Recheck {
+        author: Author,
+    },
 }
 
 /// What came of it.
@@ -104,8 +106,8 @@ pub async fn execute(service: &Service, request: Request) -> Response {
             .import_playbook(&author, file)
             .await
             .map(|import| Response::Imported { import }),
-        Request::Recheck => service
-            .recheck_all()
+        Request::Recheck { author } => service
+            .recheck_all(&author)
             .await
             .map(|(studies, changed)| Response::Rechecked { studies, changed }),
     };
@@ -225,7 +227,9 @@ fn with_peer(request: Request, uid: Option<u32>) -> Request {
             author: mark(author),
             file,
         },
-        Request::Recheck => Request::Recheck,
+        Request::Recheck { author } => Request::Recheck {
+            author: mark(author),
+        },
     }
 }
 

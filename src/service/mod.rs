@@ -20,6 +20,9 @@ use crate::store::instances::{IndexedInstance, RecordOutcome};
 use crate::store::verdicts::{ImportOutcome, NewSource};
 use crate::store::{Db, IndexHandle, StoreError};
 
+/// Studies judged per writer job by a recheck.
+const RECHECK_CHUNK: usize = 50;
+
 /// Longest note accepted with a documented reason.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
@@ -396,24 +399,50 @@ impl Service {
     /// them now (after an import or a rules change); documented reasons stay. The rules in
     /// force for new instances change only on SIGHUP. Returns (studies, studies whose status
     /// changed).
-    pub async fn recheck_all(&self) -> Result<(usize, usize), ServiceError> {
+    ///
+    /// The studies are judged in small jobs, so instances arriving meanwhile wait for one chunk
+    /// at most, never for the whole recheck.
+    pub async fn recheck_all(&self, author: &Author) -> Result<(usize, usize), ServiceError> {
+        author.require(
+            author.role.may_act_on_queue(),
+            "re-judging every study",
+            "an admin",
+        )?;
         let config = Arc::clone(&self.config);
-        self.index
+        let (naming, uids) = self
+            .index
             .execute(move |db| {
                 let naming = rules::load(&config.naming, db)?;
-                let now = crate::clock::now_rfc3339();
-                let uids = db.study_uids()?;
-                let mut changed = 0;
-                for uid in &uids {
-                    let before = db.study_status(uid)?;
-                    let after = judge_study(db, &naming, uid, "nomenclature recheck", &now)?;
-                    if before != Some(after) {
-                        changed += 1;
-                    }
-                }
-                Ok((uids.len(), changed))
+                Ok::<_, ServiceError>((Arc::new(naming), db.study_uids()?))
             })
-            .await
+            .await?;
+        let now = crate::clock::now_rfc3339();
+        let mut changed = 0;
+        for chunk in uids.chunks(RECHECK_CHUNK) {
+            let (naming, chunk, now) = (Arc::clone(&naming), chunk.to_vec(), now.clone());
+            changed += self
+                .index
+                .execute(move |db| {
+                    let mut changed = 0;
+                    for uid in &chunk {
+                        let before = db.study_status(uid)?;
+                        let after = judge_study(db, &naming, uid, "nomenclature recheck", &now)?;
+                        if before != Some(after) {
+                            changed += 1;
+                        }
+                    }
+                    Ok::<_, ServiceError>(changed)
+                })
+                .await?;
+        }
+        let (studies, author) = (uids.len(), author.clone());
+        self.index
+            .execute(move |db| {
+                let detail = format!("{studies} studies judged again, {changed} changed status");
+                db.append_audit(&author.audit("nomenclature-recheck", None, detail, &now))
+            })
+            .await?;
+        Ok((studies, changed))
     }
 
     fn reason_choice(&self, code: &str) -> Result<&ReasonChoice, ServiceError> {
