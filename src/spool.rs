@@ -29,6 +29,13 @@ pub enum SpoolError {
     Meta(#[from] Part10Error),
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
     move |source| SpoolError::Io {
         action,
@@ -58,6 +65,10 @@ pub struct Spool {
     /// until `unpin`): `remove` leaves these files alone, so neither retention nor the removal
     /// of a replaced file can delete a file a success is about to be answered for.
     pinned: Mutex<HashMap<String, u32>>,
+    /// The last free-space figure and when it was measured (ms since the Unix epoch, 0:
+    /// never), kept by a background task so the receive path never calls statvfs itself.
+    free: AtomicU64,
+    free_measured_ms: AtomicU64,
 }
 
 impl Spool {
@@ -85,6 +96,8 @@ impl Spool {
             durability,
             counter: AtomicU64::new(0),
             pinned: Mutex::new(HashMap::new()),
+            free: AtomicU64::new(0),
+            free_measured_ms: AtomicU64::new(0),
         })
     }
 
@@ -136,6 +149,22 @@ impl Spool {
         file.sync_all().map_err(io_error("flush", &path))?;
         drop(file);
         fs::remove_file(&path).map_err(io_error("remove", &path))
+    }
+
+    /// Measures free space (blocking: statvfs) and keeps the figure for
+    /// [`recent_free_bytes`](Self::recent_free_bytes).
+    pub fn measure_free_bytes(&self) -> Result<u64, SpoolError> {
+        let free = self.free_bytes()?;
+        self.free.store(free, Ordering::Relaxed);
+        self.free_measured_ms.store(now_ms(), Ordering::Release);
+        Ok(free)
+    }
+
+    /// The free space last measured, if that was less than `max_age` ago. No I/O.
+    pub fn recent_free_bytes(&self, max_age: std::time::Duration) -> Option<u64> {
+        let measured = self.free_measured_ms.load(Ordering::Acquire);
+        (measured > 0 && now_ms().saturating_sub(measured) <= max_age.as_millis() as u64)
+            .then(|| self.free.load(Ordering::Relaxed))
     }
 
     /// Bytes available to simgate on the storage file system.

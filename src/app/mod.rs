@@ -111,6 +111,7 @@ pub async fn run(
     })?;
     let control = crate::control::bind(&config.storage.dir).await?;
     let spool = Arc::new(Spool::open(&config.storage.dir, config.storage.durability)?);
+    spool.measure_free_bytes()?;
     let database = config.storage.database_path();
     let store = store::open(&database, config.storage.durability)?;
     let (queue_changed_tx, queue_changed) = watch::channel(0u64);
@@ -135,6 +136,7 @@ pub async fn run(
         metrics: &metrics,
     })
     .await?;
+    tracker.spawn(measure_free_space(Arc::clone(&spool), shutdown.clone()));
     tracker.spawn(retention::run(
         Arc::clone(&spool),
         index.clone(),
@@ -204,6 +206,27 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the spool's free-space figure fresh (every half second, on the blocking pool), so the
+/// receive path checks the reserve without a statvfs of its own.
+async fn measure_free_space(spool: Arc<Spool>, shutdown: CancellationToken) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+        let measurer = Arc::clone(&spool);
+        match tokio::task::spawn_blocking(move || measurer.measure_free_bytes()).await {
+            Ok(Ok(_)) => failing = false,
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::error!(cause = %error_chain(&e), "cannot measure free space");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Takes the storage folder's lock file (`simgate.lock`, an exclusive `flock` held for the

@@ -20,6 +20,9 @@ use crate::spool::Spool;
 use crate::store::instances::IndexedInstance;
 use crate::store::{IndexHandle, StoreError};
 
+/// Spool files looked up in the index per writer job.
+const LOOKUP_CHUNK: usize = 1000;
+
 /// What the reconciliation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
@@ -70,11 +73,13 @@ pub async fn run(
         files: files.len(),
         ..Reconciled::default()
     };
-    for file in files {
-        let lookup = file.clone();
-        if index.execute(move |db| db.file_indexed(&lookup)).await? {
-            continue;
-        }
+    // One lookup job per chunk of files, not per file: start-up stays quick with a full spool.
+    let mut unindexed = Vec::new();
+    for chunk in files.chunks(LOOKUP_CHUNK) {
+        let chunk = chunk.to_vec();
+        unindexed.extend(index.execute(move |db| db.unindexed_files(&chunk)).await?);
+    }
+    for file in unindexed {
         let reader = Arc::clone(spool);
         let relative = file.clone();
         let read = tokio::task::spawn_blocking(move || read_instance(&reader, &relative))

@@ -102,17 +102,23 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Checks the free-space reserve; `Some(result)` when the instance must be refused.
+/// The free space figure is measured every half second by `app`; older than this, the
+/// storage is taken as not answering.
+const FREE_SPACE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks the free-space reserve; `Some(result)` when the instance must be refused. No I/O:
+/// reads the figure the free-space monitor keeps.
 pub fn check_reserve(context: &ReceiveContext) -> Option<(Status, String)> {
     let reserve = context.policy.borrow().reserve_free_bytes;
-    match context.spool.free_bytes() {
-        Ok(free) if free < reserve => Some((
+    match context.spool.recent_free_bytes(FREE_SPACE_MAX_AGE) {
+        Some(free) if free < reserve => Some((
             Status::OUT_OF_RESOURCES,
             format!("free space {free} bytes is below the reserve of {reserve} bytes"),
         )),
-        Ok(_) => None,
-        Err(e) => Some((
+        Some(_) => None,
+        None => Some((
             Status::OUT_OF_RESOURCES,
-            format!("cannot read free space: {e}"),
+            "storage failure: free space not measured for 5 s".to_string(),
         )),
     }
 }

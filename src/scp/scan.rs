@@ -121,6 +121,8 @@ impl DatasetScanner {
     /// A walk of a data set in this transfer syntax, inflating it first when the syntax is a
     /// deflated one; `None` for a transfer syntax that is not known.
     pub fn for_transfer_syntax(uid: &str) -> Option<Self> {
+        use dicom_encoding::TransferSyntaxIndex;
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(uid)?;
         let mut scanner = Self::new(Encoding::of_transfer_syntax(uid)?);
         if crate::dicom::transfer_syntax::is_deflated(uid) {
             scanner.inflater = Some(Box::new(flate2::Decompress::new(false)));

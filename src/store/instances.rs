@@ -73,14 +73,18 @@ impl Db<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether some instance's row points at this spool file.
-    pub fn file_indexed(&self, file_path: &str) -> Result<bool, StoreError> {
-        Ok(self
+    /// The spool files among these that no instance row points at.
+    pub fn unindexed_files(&self, file_paths: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM instances WHERE file_path = ?1")?
-            .query_row([file_path], |_| Ok(()))
-            .optional()?
-            .is_some())
+            .prepare_cached("SELECT 1 FROM instances WHERE file_path = ?1")?;
+        let mut unindexed = Vec::new();
+        for path in file_paths {
+            if stmt.query_row([path], |_| Ok(())).optional()?.is_none() {
+                unindexed.push(path.clone());
+            }
+        }
+        Ok(unindexed)
     }
 
     /// The spool file an instance's row points at, if the instance is indexed.
