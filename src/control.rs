@@ -184,7 +184,18 @@ async fn answer(stream: UnixStream, service: &Service) -> Result<(), std::io::Er
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
+    // Besides the socket's mode: only the gateway's own user and root are served.
+    let own = rustix::process::geteuid().as_raw();
+    let allowed = uid.is_some_and(|uid| uid == own || uid == 0);
     let response = match serde_json::from_slice::<Request>(&line) {
+        Ok(_) if !allowed => Response::Refused {
+            kind: ErrorKind::Forbidden,
+            message: format!(
+                "the control socket serves uid {own} and root only, not {}",
+                uid.map(|u| u.to_string())
+                    .unwrap_or_else(|| "an unknown uid".into())
+            ),
+        },
         Ok(request) => execute(service, with_peer(request, uid)).await,
         Err(e) => Response::Refused {
             kind: ErrorKind::Invalid,
