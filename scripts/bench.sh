@@ -301,8 +301,9 @@ address = \"127.0.0.1:$sink_port\""
     send_all SIMGATE "$port" 1 "$leg_dir"
     upload_end=$(now)
     local deadline=$((SECONDS + SEND_TIMEOUT))
-    until "$SIMGATE_BIN" queue --json --config "$leg_dir/simgate.toml" 2>/dev/null |
-        grep -q "\"sent\": $EXPECTED_FILES"; do
+    # The whole answer is read before matching: `grep -q` quitting early would SIGPIPE the
+    # writer, and under pipefail that reads as "not yet".
+    until [[ $("$SIMGATE_BIN" queue --json --config "$leg_dir/simgate.toml" 2>/dev/null) == *"\"sent\": $EXPECTED_FILES"* ]]; do
         ((SECONDS < deadline)) || die "the sink did not get everything (log: $leg_dir/simgate.log)"
         sleep 0.05
     done
@@ -336,6 +337,14 @@ run_leg() { # target rep senders
     esac
 }
 
+# The first line of `storescu --version`. Not `| head -n 1`: head exits after one line, storescu
+# may then die of SIGPIPE, and under pipefail the assignment fails the script (exit 141).
+dcmtk_version() {
+    local text
+    text=$(storescu --version 2>&1)
+    echo "${text%%$'\n'*}"
+}
+
 median() { # numbers on stdin
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
@@ -360,7 +369,7 @@ target_label() {
 
 summarize() {
     local dcmtk_version
-    dcmtk_version=$(storescu --version 2>&1 | head -n 1)
+    dcmtk_version=$(dcmtk_version)
     {
         echo "# simgate receive benchmark"
         echo
@@ -429,7 +438,7 @@ main() {
         [[ -x $SIMGATE_BASELINE_BIN ]] || die "baseline targets need SIMGATE_BASELINE_BIN (got ${SIMGATE_BASELINE_BIN:-nothing})"
     fi
     ensure_data
-    log "$(storescu --version 2>&1 | head -n 1); $(nproc) CPUs; ${#FILES[@]} files, $DATA_BYTES bytes"
+    log "$(dcmtk_version); $(nproc) CPUs; ${#FILES[@]} files, $DATA_BYTES bytes"
 
     rm -rf -- "$RUN_ROOT"
     mkdir -p "$RUN_ROOT"
