@@ -103,6 +103,8 @@ pub struct Config {
     pub naming: NamingConfig,
     pub forward: ForwardConfig,
     pub destinations: Vec<DestinationConfig>,
+    pub storage_commitment: StorageCommitmentConfig,
+    pub query_retrieve: QueryRetrieveConfig,
     pub http: HttpConfig,
     /// The file this was read from, for messages.
     pub source: PathBuf,
@@ -154,6 +156,62 @@ pub struct DestinationConfig {
     pub modalities: Vec<String>,
     /// Only instances received from these calling AE titles (empty: all).
     pub from_calling_ae_titles: Vec<AeTitle>,
+}
+
+/// A remote AE known by title, and where to connect to reach it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteAe {
+    pub ae_title: AeTitle,
+    /// host:port.
+    pub address: String,
+}
+
+/// When an instance counts as committed in a Storage Commitment report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommittedWhen {
+    /// Durably stored and indexed by simgate.
+    Stored,
+    /// Also delivered to the destinations in `delivered_to`.
+    Delivered,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageCommitmentConfig {
+    pub committed_when: CommittedWhen,
+    /// With `delivered`: these destinations (by name); empty: every destination the instance
+    /// is queued for.
+    pub delivered_to: Vec<String>,
+    /// Where to send a report when the requester released the association first.
+    pub requesters: Vec<RemoteAe>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryRetrieveConfig {
+    /// AEs that may be named as C-MOVE destination without receiving any forwarding (the
+    /// `[[destinations]]` AEs may be named too).
+    pub move_destinations: Vec<RemoteAe>,
+    /// A C-FIND answers at most this many matches, then ends with an Error Comment saying so.
+    pub max_matches: usize,
+}
+
+impl Config {
+    /// Where to connect to reach an AE title: a Storage Commitment requester, a move
+    /// destination or a forwarding destination, in that order.
+    pub fn address_of(&self, ae_title: &AeTitle) -> Option<&str> {
+        self.storage_commitment
+            .requesters
+            .iter()
+            .chain(&self.query_retrieve.move_destinations)
+            .find(|remote| remote.ae_title == *ae_title)
+            .map(|remote| remote.address.as_str())
+            .or_else(|| {
+                self.destinations
+                    .iter()
+                    .find(|d| d.ae_title == *ae_title)
+                    .map(|d| d.address.as_str())
+            })
+    }
 }
 
 /// Who may use the web pages and the API.
@@ -474,10 +532,7 @@ impl Resolver<'_> {
                     self.invalid("destinations.name", format!("{:?} appears twice", d.name))
                 );
             }
-            let port_ok = d.address.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !port_ok {
+            if !valid_address(&d.address) {
                 return Err(self.invalid(
                     "destinations.address",
                     format!("{:?} is not host:port", d.address),
@@ -504,6 +559,46 @@ impl Resolver<'_> {
                 modalities: d.modalities,
             });
         }
+        let remote = |key: &'static str, r: &RawRemoteAe| -> Result<RemoteAe, ConfigError> {
+            if !valid_address(&r.address) {
+                return Err(self.invalid(key, format!("{:?} is not host:port", r.address)));
+            }
+            Ok(RemoteAe {
+                ae_title: AeTitle::parse(&r.ae_title)
+                    .map_err(|e| self.invalid(key, e.to_string()))?,
+                address: r.address.clone(),
+            })
+        };
+        let c = raw.storage_commitment;
+        for name in &c.delivered_to {
+            if !destinations.iter().any(|d| d.name == *name) {
+                return Err(self.invalid(
+                    "storage_commitment.delivered_to",
+                    format!("{name:?} is not the name of a [[destinations]] entry"),
+                ));
+            }
+        }
+        let storage_commitment = StorageCommitmentConfig {
+            committed_when: c.committed_when,
+            delivered_to: c.delivered_to,
+            requesters: c
+                .requesters
+                .iter()
+                .map(|r| remote("storage_commitment.requesters", r))
+                .collect::<Result<_, _>>()?,
+        };
+        let q = raw.query_retrieve;
+        if q.max_matches == 0 {
+            return Err(self.invalid("query_retrieve.max_matches", "must be at least 1"));
+        }
+        let query_retrieve = QueryRetrieveConfig {
+            move_destinations: q
+                .move_destinations
+                .iter()
+                .map(|r| remote("query_retrieve.move_destinations", r))
+                .collect::<Result<_, _>>()?,
+            max_matches: q.max_matches,
+        };
         let h = raw.http;
         let bind = match h.bind.as_str() {
             "off" => None,
@@ -551,6 +646,8 @@ impl Resolver<'_> {
             naming,
             forward,
             destinations,
+            storage_commitment,
+            query_retrieve,
             http,
             source: self.path.to_path_buf(),
         })
@@ -646,7 +743,66 @@ struct RawConfig {
     #[serde(default)]
     destinations: Vec<RawDestination>,
     #[serde(default)]
+    storage_commitment: RawStorageCommitment,
+    #[serde(default)]
+    query_retrieve: RawQueryRetrieve,
+    #[serde(default)]
     http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteAe {
+    ae_title: String,
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorageCommitment {
+    #[serde(default = "committed_when_stored")]
+    committed_when: CommittedWhen,
+    #[serde(default)]
+    delivered_to: Vec<String>,
+    #[serde(default)]
+    requesters: Vec<RawRemoteAe>,
+}
+
+fn committed_when_stored() -> CommittedWhen {
+    CommittedWhen::Stored
+}
+
+impl Default for RawStorageCommitment {
+    fn default() -> Self {
+        Self {
+            committed_when: CommittedWhen::Stored,
+            delivered_to: Vec::new(),
+            requesters: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawQueryRetrieve {
+    move_destinations: Vec<RawRemoteAe>,
+    max_matches: usize,
+}
+
+impl Default for RawQueryRetrieve {
+    fn default() -> Self {
+        Self {
+            move_destinations: Vec::new(),
+            max_matches: 10_000,
+        }
+    }
+}
+
+/// host:port with a non-empty host and a port above 0.
+fn valid_address(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 #[derive(Debug, Deserialize)]

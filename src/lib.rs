@@ -12,6 +12,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod commitment;
 pub mod config;
 pub mod control;
 pub mod dicom;
@@ -19,6 +20,7 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod naming;
+pub mod query;
 pub mod scp;
 pub mod service;
 pub mod spool;

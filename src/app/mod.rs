@@ -143,10 +143,21 @@ pub async fn run(
         config.storage.retention,
         shutdown.clone(),
     ));
+    let reads = Arc::new(store::ReadPool::new(database));
+    let claims = Arc::new(crate::commitment::Claims::default());
+    tracker.spawn(
+        crate::commitment::reporter::Reporter {
+            service: service.clone(),
+            reads: Arc::clone(&reads),
+            claims: Arc::clone(&claims),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
     if let Some(http) = http_listener {
         let state = crate::http::AppState::new(
             service.clone(),
-            Arc::new(store::ReadPool::new(database)),
+            Arc::clone(&reads),
             Arc::clone(&spool),
             Arc::clone(&metrics),
             policy.clone(),
@@ -176,6 +187,8 @@ pub async fn run(
         service,
         metrics,
         policy,
+        reads,
+        claims,
     };
     crate::scp::listen(
         listener,

@@ -2,6 +2,7 @@
 //! statuses, the SOP classes and transfer syntaxes simgate handles, and the Part-10 layout of
 //! the files it stores. No I/O and no networking here.
 
+pub mod dataset;
 pub mod dimse;
 pub mod part10;
 pub mod sop_classes;

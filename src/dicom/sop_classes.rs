@@ -6,6 +6,43 @@ use super::transfer_syntax::Encoding;
 
 pub const VERIFICATION: &str = dicom_dictionary_std::uids::VERIFICATION;
 
+/// Storage Commitment Push Model SOP Class and its well-known SOP Instance (PS3.4 J.3.5).
+pub const STORAGE_COMMITMENT_PUSH_MODEL: &str =
+    dicom_dictionary_std::uids::STORAGE_COMMITMENT_PUSH_MODEL;
+pub const STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE: &str =
+    dicom_dictionary_std::uids::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE;
+
+/// Query/Retrieve information models (PS3.4 C.6): FIND, MOVE and GET of each root.
+pub const PATIENT_ROOT_FIND: &str =
+    dicom_dictionary_std::uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
+pub const PATIENT_ROOT_MOVE: &str =
+    dicom_dictionary_std::uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
+pub const PATIENT_ROOT_GET: &str =
+    dicom_dictionary_std::uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
+pub const STUDY_ROOT_FIND: &str =
+    dicom_dictionary_std::uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND;
+pub const STUDY_ROOT_MOVE: &str =
+    dicom_dictionary_std::uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
+pub const STUDY_ROOT_GET: &str =
+    dicom_dictionary_std::uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
+
+/// The service classes besides storage that the listener offers.
+pub const SERVICE_SOP_CLASSES: [&str; 8] = [
+    VERIFICATION,
+    STORAGE_COMMITMENT_PUSH_MODEL,
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_MOVE,
+    PATIENT_ROOT_GET,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_MOVE,
+    STUDY_ROOT_GET,
+];
+
+/// Is this one of the standard storage SOP classes?
+pub fn is_storage(uid: &str) -> bool {
+    STORAGE_SOP_CLASSES.contains(&uid)
+}
+
 /// Every current storage SOP class of the standard (generated from dicom-dictionary-std).
 /// Sites add private ones through `listener.extra_sop_classes`; which classes go where is
 /// each destination's filter, not the listener's.

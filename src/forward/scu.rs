@@ -27,6 +27,55 @@ use crate::dicom::transfer_syntax::{
 use crate::dicom::uid::trim_uid;
 use crate::store::queue::QueueItem;
 
+/// One stored instance to send: what the C-STORE-RQ names and where its bytes are.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub transfer_syntax_uid: &'a str,
+    /// Relative to `storage.dir`.
+    pub file_path: &'a str,
+}
+
+impl QueueItem {
+    pub fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            sop_class_uid: &self.sop_class_uid,
+            sop_instance_uid: &self.sop_instance_uid,
+            transfer_syntax_uid: &self.transfer_syntax_uid,
+            file_path: &self.file_path,
+        }
+    }
+}
+
+/// Either side of an association, as far as sending an instance's PDVs goes: the forwarder's
+/// and C-MOVE's client associations, and the server association a C-GET answers on.
+pub trait Link {
+    fn send_pdu(
+        &mut self,
+        pdu: &Pdu,
+    ) -> impl std::future::Future<Output = Result<(), dicom_ul::association::Error>> + Send;
+    fn peer_max_pdu(&self) -> u32;
+}
+
+impl Link for AsyncClientAssociation<TcpStream> {
+    async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
+        self.send(pdu).await
+    }
+    fn peer_max_pdu(&self) -> u32 {
+        self.peer_max_pdu_length()
+    }
+}
+
+impl Link for dicom_ul::association::AsyncServerAssociation<TcpStream> {
+    async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
+        self.send(pdu).await
+    }
+    fn peer_max_pdu(&self) -> u32 {
+        self.peer_max_pdu_length()
+    }
+}
+
 /// An open association and what it accepted.
 struct Open {
     association: AsyncClientAssociation<TcpStream>,
@@ -65,9 +114,12 @@ impl Scu {
 
     /// Learns the (SOP class, transfer syntax) pairs of rows about to be sent, so the next
     /// association proposes each exactly as stored.
-    pub fn expect(&mut self, items: &[QueueItem]) {
+    pub fn expect<'a>(&mut self, items: impl IntoIterator<Item = Outgoing<'a>>) {
         for item in items {
-            let pair = (item.sop_class_uid.clone(), item.transfer_syntax_uid.clone());
+            let pair = (
+                item.sop_class_uid.to_string(),
+                item.transfer_syntax_uid.to_string(),
+            );
             self.known.retain(|known| *known != pair);
             self.known.push(pair);
         }
@@ -141,13 +193,21 @@ impl Scu {
         }
     }
 
-    /// Sends one instance; returns the peer's success or warning status.
-    pub async fn send(&mut self, item: &QueueItem) -> Result<Delivered, ForwardError> {
-        let pair = (item.sop_class_uid.clone(), item.transfer_syntax_uid.clone());
+    /// Sends one instance; returns the peer's success or warning status. A C-MOVE
+    /// sub-operation names its originator.
+    pub async fn send(
+        &mut self,
+        item: Outgoing<'_>,
+        originator: Option<&dimse::MoveOriginator>,
+    ) -> Result<Delivered, ForwardError> {
+        let pair = (
+            item.sop_class_uid.to_string(),
+            item.transfer_syntax_uid.to_string(),
+        );
         if !self.known.contains(&pair) {
-            self.expect(std::slice::from_ref(item));
+            self.expect([item]);
         }
-        let path = self.storage_dir.join(&item.file_path);
+        let path = self.storage_dir.join(item.file_path);
         // The stored (class, syntax) must have been proposed on the open association; if it
         // was and the destination refused it, a conversion is the only way left. With nothing
         // usable, a fresh association asks again (the destination may have been reconfigured).
@@ -163,46 +223,26 @@ impl Scu {
         };
         let (pc, ts) =
             context_for(&o.accepted, item).ok_or_else(|| ForwardError::NoPresentationContext {
-                sop_class_uid: item.sop_class_uid.clone(),
-                transfer_syntax_uid: item.transfer_syntax_uid.clone(),
+                sop_class_uid: item.sop_class_uid.to_string(),
+                transfer_syntax_uid: item.transfer_syntax_uid.to_string(),
             })?;
         let converted_to = (ts != item.transfer_syntax_uid).then(|| ts.clone());
         // Everything that can fail without the peer is done before the command goes out, so a
         // missing file or a failed conversion never leaves the peer waiting for a data set.
-        let payload = if ts == item.transfer_syntax_uid {
-            let (file, total) = open_data_set(&path).await?;
-            Payload::Stored(file, total)
-        } else {
-            Payload::Converted(convert(&path, &item.transfer_syntax_uid, &ts).await?)
-        };
+        let payload = Payload::prepare(&path, item.transfer_syntax_uid, &ts).await?;
         let message_id = o.next_message_id;
         o.next_message_id = o.next_message_id.wrapping_add(1).max(1);
-        let command =
-            dimse::encode_store_request(message_id, &item.sop_class_uid, &item.sop_instance_uid);
-        o.association
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: command,
-                }],
-            })
-            .await
-            .map_err(|e| ForwardError::Network(Box::new(e)))?;
-        let max_pdu = match o.association.peer_max_pdu_length() {
-            0 => self.settings.max_pdu_length,
-            n => n.min(self.settings.max_pdu_length),
-        };
-        let chunk = ((max_pdu.saturating_sub(6)) & !1).max(2) as usize;
-        match payload {
-            Payload::Stored(file, total) => {
-                send_file_data(&mut o.association, pc, &path, (file, total), chunk).await?
-            }
-            Payload::Converted(converted) => {
-                send_chunks(&mut o.association, pc, &converted, chunk).await?
-            }
-        }
+        send_store_request(
+            &mut o.association,
+            pc,
+            message_id,
+            item,
+            originator,
+            &path,
+            payload,
+            self.settings.max_pdu_length,
+        )
+        .await?;
         let timeout = self.settings.response_timeout;
         let response = tokio::time::timeout(timeout, receive_response(&mut o.association, timeout))
             .await
@@ -225,7 +265,7 @@ impl Scu {
                     format!(
                         "sent as {} because the destination refused {}",
                         transfer_syntax_name(&ts),
-                        transfer_syntax_name(&item.transfer_syntax_uid)
+                        transfer_syntax_name(item.transfer_syntax_uid)
                     )
                 }),
             })
@@ -291,7 +331,7 @@ impl Scu {
 
 /// Opens an association with TCP_NODELAY, telling a rejection (transient or permanent) from a
 /// connection that could not be made.
-async fn establish(
+pub async fn establish(
     options: ClientAssociationOptions<'_>,
     address: &str,
 ) -> Result<AsyncClientAssociation<TcpStream>, ForwardError> {
@@ -325,7 +365,7 @@ async fn establish(
 const MAX_EXACT_CONTEXTS: usize = 63;
 
 /// A transfer syntax's name for people, or its UID.
-fn transfer_syntax_name(uid: &str) -> String {
+pub fn transfer_syntax_name(uid: &str) -> String {
     use dicom_encoding::TransferSyntaxIndex;
     dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(uid)
@@ -333,9 +373,9 @@ fn transfer_syntax_name(uid: &str) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-/// The presentation context to send an item on: its own transfer syntax first, else an
-/// uncompressed alternative.
-fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u8, String)> {
+/// The presentation context to send an item on, from (abstract syntax, transfer syntax, id)
+/// triples: its own transfer syntax first, else an uncompressed alternative.
+pub fn context_for(accepted: &[(String, String, u8)], item: Outgoing<'_>) -> Option<(u8, String)> {
     let same_class = || {
         accepted
             .iter()
@@ -346,8 +386,8 @@ fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u
     }
     let uncompressed = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN];
     // Only a lossless re-encoding of the data set: never a pixel data codec.
-    let convertible = uncompressed.contains(&item.transfer_syntax_uid.as_str())
-        || is_deflated(&item.transfer_syntax_uid)
+    let convertible = uncompressed.contains(&item.transfer_syntax_uid)
+        || is_deflated(item.transfer_syntax_uid)
         || item.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN;
     if convertible {
         return same_class()
@@ -357,12 +397,83 @@ fn context_for(accepted: &[(String, String, u8)], item: &QueueItem) -> Option<(u
     None
 }
 
-/// Streams the stored data set from disk as Data PDVs, one chunk in memory at a time.
 /// What goes out after the command: the stored data set, or its conversion.
-enum Payload {
+pub enum Payload {
     /// The spool file, positioned at its data set, and the data set's length.
     Stored(std::fs::File, u64),
     Converted(Vec<u8>),
+}
+
+impl Payload {
+    /// Opens the stored data set, or converts it when `send_as` is another syntax; done
+    /// before any command goes out.
+    pub async fn prepare(
+        path: &Path,
+        stored_as: &str,
+        send_as: &str,
+    ) -> Result<Payload, ForwardError> {
+        if send_as == stored_as {
+            let (file, total) = open_data_set(path).await?;
+            Ok(Payload::Stored(file, total))
+        } else {
+            Ok(Payload::Converted(convert(path, stored_as, send_as).await?))
+        }
+    }
+}
+
+/// Sends a small data set (an identifier, a report) as Data PDVs within the peer's maximum PDU.
+pub async fn send_data_set<L: Link>(
+    link: &mut L,
+    pc: u8,
+    data: &[u8],
+    own_max_pdu: u32,
+) -> Result<(), ForwardError> {
+    send_chunks(link, pc, data, pdv_chunk(link.peer_max_pdu(), own_max_pdu)).await
+}
+
+/// The largest even PDV payload within the peer's maximum PDU length (0: no limit said).
+fn pdv_chunk(peer_max_pdu: u32, own_max_pdu: u32) -> usize {
+    let max_pdu = match peer_max_pdu {
+        0 => own_max_pdu,
+        n => n.min(own_max_pdu),
+    };
+    ((max_pdu.saturating_sub(6)) & !1).max(2) as usize
+}
+
+/// Sends a C-STORE-RQ command and its data set (streamed within the peer's maximum PDU);
+/// the response is the caller's to read.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_store_request<L: Link>(
+    link: &mut L,
+    pc: u8,
+    message_id: u16,
+    item: Outgoing<'_>,
+    originator: Option<&dimse::MoveOriginator>,
+    path: &Path,
+    payload: Payload,
+    own_max_pdu: u32,
+) -> Result<(), ForwardError> {
+    let command = dimse::encode_store_request(
+        message_id,
+        item.sop_class_uid,
+        item.sop_instance_uid,
+        originator,
+    );
+    link.send_pdu(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    })
+    .await
+    .map_err(|e| ForwardError::Network(Box::new(e)))?;
+    let chunk = pdv_chunk(link.peer_max_pdu(), own_max_pdu);
+    match payload {
+        Payload::Stored(file, total) => send_file_data(link, pc, path, (file, total), chunk).await,
+        Payload::Converted(converted) => send_chunks(link, pc, &converted, chunk).await,
+    }
 }
 
 /// Opens a stored file at its data set (checking its head) before anything is sent.
@@ -393,8 +504,8 @@ async fn open_data_set(path: &Path) -> Result<(std::fs::File, u64), ForwardError
 }
 
 /// Streams an opened stored data set as Data PDVs, one chunk in memory at a time.
-async fn send_file_data(
-    association: &mut AsyncClientAssociation<TcpStream>,
+async fn send_file_data<L: Link>(
+    association: &mut L,
     pc: u8,
     path: &Path,
     (mut file, total): (std::fs::File, u64),
@@ -421,7 +532,7 @@ async fn send_file_data(
         sent += data.len() as u64;
         let is_last = sent >= total;
         association
-            .send(&Pdu::PData {
+            .send_pdu(&Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: pc,
                     value_type: PDataValueType::Data,
@@ -437,8 +548,8 @@ async fn send_file_data(
     }
 }
 
-async fn send_chunks(
-    association: &mut AsyncClientAssociation<TcpStream>,
+async fn send_chunks<L: Link>(
+    association: &mut L,
     pc: u8,
     dataset: &[u8],
     chunk: usize,
@@ -451,7 +562,7 @@ async fn send_chunks(
     let last = pieces.len() - 1;
     for (i, piece) in pieces.into_iter().enumerate() {
         association
-            .send(&Pdu::PData {
+            .send_pdu(&Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: pc,
                     value_type: PDataValueType::Data,
@@ -489,7 +600,7 @@ async fn convert(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ForwardEr
 }
 
 /// Reads PDUs until a complete command set arrives; data PDVs are ignored.
-async fn receive_response(
+pub async fn receive_response(
     association: &mut AsyncClientAssociation<TcpStream>,
     timeout: Duration,
 ) -> Result<ResponseFields, ForwardError> {

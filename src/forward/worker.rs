@@ -58,11 +58,11 @@ impl Forwarder {
                 self.idle(last_send + self.settings.idle_release).await;
                 continue;
             }
-            self.scu.expect(&items);
+            self.scu.expect(items.iter().map(QueueItem::outgoing));
             let mut remaining: Vec<i64> = items.iter().map(|i| i.id).collect();
             for item in &items {
                 remaining.retain(|id| *id != item.id);
-                let result = self.scu.send(item).await;
+                let result = self.scu.send(item.outgoing(), None).await;
                 last_send = tokio::time::Instant::now();
                 let now = crate::clock::now_rfc3339();
                 let attempt = policy::attempt_outcome(&result, item.attempts, &self.settings, &now);

@@ -1,7 +1,9 @@
 //! One association, after the listener accepted the TCP connection: negotiation, then PDUs
 //! are reassembled into DIMSE messages (command PDVs until the last fragment, then data PDVs),
-//! each message is handled (C-ECHO, C-STORE through [`receive`](super::receive)) and answered, and A-RELEASE
-//! or A-ABORT ends it. One log line per association at info level.
+//! each message is handled and answered, and A-RELEASE or A-ABORT ends it: C-ECHO here,
+//! C-STORE through [`receive`](super::receive), N-ACTION through
+//! [`commitment`](super::commitment), C-FIND through [`find`](super::find), C-MOVE and C-GET
+//! through [`retrieve`](super::retrieve). One log line per association at info level.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,11 +13,11 @@ use std::time::Instant;
 use dicom_ul::Pdu;
 use dicom_ul::association::Association;
 use dicom_ul::association::server::{
-    AccessControl, AsyncServerAssociation, DefaultNegotiation, ServerAssociationOptions,
+    AccessControl, AsyncServerAssociation, Negotiation as RoleNegotiation, ServerAssociationOptions,
 };
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextNegotiated,
-    PresentationContextResultReason, UserIdentity,
+    PresentationContextResultReason, RequestorRoles, UserIdentity,
 };
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,30 @@ use crate::store::instances::RecordOutcome;
 
 /// Command sets are a few hundred bytes; anything this large is not one.
 const MAX_COMMAND_SET: usize = 64 * 1024;
+
+/// The data set of an N-ACTION or a query is read whole; beyond this it is refused.
+pub const MAX_REQUEST_DATA_SET: usize = 8 * 1024 * 1024;
+
+/// SCU/SCP role selection: a requestor may take the SCP role for storage classes (a C-GET
+/// requester receives its C-STOREs that way); any other proposal is left unanswered, which
+/// keeps the default roles.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Roles;
+
+impl RoleNegotiation for Roles {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<RequestorRoles> {
+        let uid = trim_uid(sop_class_uid);
+        sop_classes::is_storage(uid).then_some(RequestorRoles {
+            scu: scu_role,
+            scp: scp_role,
+        })
+    }
+}
 
 /// Checks the AE titles of an association request against the configuration.
 #[derive(Debug, Clone)]
@@ -73,7 +99,7 @@ struct Tally {
 
 /// Why simgate aborts an association: the peer broke the protocol, or the link failed.
 #[derive(Debug, thiserror::Error)]
-enum AbortReason {
+pub(super) enum AbortReason {
     #[error("command set larger than {MAX_COMMAND_SET} bytes")]
     CommandTooLarge,
     #[error("invalid command set")]
@@ -90,6 +116,18 @@ enum AbortReason {
     EchoWithDataSet,
     #[error("C-STORE-RQ without a data set")]
     StoreWithoutDataSet,
+    #[error("command 0x{0:04X} needs a data set and announces none")]
+    RequestWithoutDataSet(u16),
+    #[error("data set of command 0x{0:04X} larger than {MAX_REQUEST_DATA_SET} bytes")]
+    RequestDataSetTooLarge(u16),
+    #[error("cannot send a data set: {0}")]
+    SendData(String),
+    #[error(
+        "a second operation while one is answered (asynchronous operations are not negotiated)"
+    )]
+    SecondOperation,
+    #[error("the peer aborted")]
+    PeerAborted,
     #[error("unsupported DIMSE command 0x{0:04X}")]
     UnsupportedCommand(u16),
     #[error("unexpected PDU: {0}")]
@@ -124,7 +162,7 @@ impl std::fmt::Display for Ending {
 
 /// What an association request is negotiated against; built once per configuration (again
 /// after SIGHUP changes the calling AE allow-list), shared by every association.
-pub type Negotiation = ServerAssociationOptions<'static, AeTitlePolicy, DefaultNegotiation>;
+pub type Negotiation = ServerAssociationOptions<'static, AeTitlePolicy, Roles>;
 
 /// The negotiation options: AE title checks, PDU size, timeouts, and every SOP class and
 /// transfer syntax simgate accepts.
@@ -142,7 +180,10 @@ pub fn negotiation(
         .read_timeout(listener.idle_timeout)
         .write_timeout(listener.write_timeout)
         .ae_title(listener.ae_title.as_str().to_string())
-        .with_abstract_syntax(VERIFICATION);
+        .with_negotiation(Roles);
+    for uid in sop_classes::SERVICE_SOP_CLASSES {
+        options = options.with_abstract_syntax(uid);
+    }
     if listener.only_sop_classes.is_empty() {
         for uid in sop_classes::STORAGE_SOP_CLASSES {
             options = options.with_abstract_syntax(*uid);
@@ -226,8 +267,14 @@ pub async fn serve(
         origin: Arc::clone(&origin),
         context,
         tally: Tally::default(),
+        next_message_id: 1,
+        awaiting_reports: Vec::new(),
     };
     let ending = session.run(&shutdown).await;
+    // A report this association did not see answered goes on a new association.
+    for (_, request_id) in session.awaiting_reports.drain(..) {
+        session.context.claims.release(request_id);
+    }
     let tally = &session.tally;
     let elapsed = started.elapsed();
     tracing::info!(
@@ -276,6 +323,12 @@ fn printable(text: &str) -> String {
 enum Incoming {
     /// Waiting for (more of) a command set.
     Command(Vec<u8>),
+    /// Collecting the data set of an N-ACTION, C-FIND, C-MOVE or C-GET.
+    Request {
+        presentation_context_id: u8,
+        command: Command,
+        data: Vec<u8>,
+    },
     /// Receiving the data set of a C-STORE.
     Store {
         presentation_context_id: u8,
@@ -294,11 +347,15 @@ enum Incoming {
     },
 }
 
-struct Session {
-    association: AsyncServerAssociation<TcpStream>,
-    origin: Arc<Origin>,
-    context: ReceiveContext,
+pub(super) struct Session {
+    pub(super) association: AsyncServerAssociation<TcpStream>,
+    pub(super) origin: Arc<Origin>,
+    pub(super) context: ReceiveContext,
     tally: Tally,
+    /// For the requests simgate sends on this association (N-EVENT-REPORT, C-GET's C-STOREs).
+    pub(super) next_message_id: u16,
+    /// (message ID, commitment request id) of N-EVENT-REPORTs sent here, not yet answered.
+    pub(super) awaiting_reports: Vec<(u16, i64)>,
 }
 
 impl Session {
@@ -344,6 +401,7 @@ impl Session {
             for value in values {
                 incoming = match self.handle_value(incoming, value).await {
                     Ok(next) => next,
+                    Err(AbortReason::PeerAborted) => return Ending::AbortedByPeer,
                     Err(why) => return Ending::AbortedByUs(why),
                 };
             }
@@ -430,12 +488,38 @@ impl Session {
                     .await?;
                 Ok(Incoming::Command(Vec::new()))
             }
+            (
+                Incoming::Request {
+                    presentation_context_id,
+                    command,
+                    mut data,
+                },
+                PDataValueType::Data,
+            ) => {
+                if value.presentation_context_id != presentation_context_id {
+                    return Err(AbortReason::DataOnAnotherContext);
+                }
+                if data.len() + value.data.len() > MAX_REQUEST_DATA_SET {
+                    return Err(AbortReason::RequestDataSetTooLarge(command.command_field));
+                }
+                data.extend_from_slice(&value.data);
+                if !value.is_last {
+                    return Ok(Incoming::Request {
+                        presentation_context_id,
+                        command,
+                        data,
+                    });
+                }
+                self.handle_request(presentation_context_id, command, data)
+                    .await?;
+                Ok(Incoming::Command(Vec::new()))
+            }
             (Incoming::Command(_), PDataValueType::Data) => Err(AbortReason::DataWithoutCommand),
             (_, PDataValueType::Command) => Err(AbortReason::CommandInsideDataSet),
         }
     }
 
-    fn presentation_context(&self, id: u8) -> Option<&PresentationContextNegotiated> {
+    pub(super) fn presentation_context(&self, id: u8) -> Option<&PresentationContextNegotiated> {
         self.association
             .presentation_contexts()
             .iter()
@@ -466,6 +550,7 @@ impl Session {
                     affected_sop_instance_uid: None,
                     status: Status::SUCCESS,
                     error_comment: None,
+                    ..Default::default()
                 };
                 self.send_command(presentation_context_id, response.encode())
                     .await?;
@@ -520,7 +605,55 @@ impl Session {
                     },
                 })
             }
+            command_field::N_ACTION_RQ
+            | command_field::C_FIND_RQ
+            | command_field::C_MOVE_RQ
+            | command_field::C_GET_RQ => {
+                if !command.has_data_set() {
+                    return Err(AbortReason::RequestWithoutDataSet(command.command_field));
+                }
+                Ok(Incoming::Request {
+                    presentation_context_id,
+                    command,
+                    data: Vec::new(),
+                })
+            }
+            command_field::N_EVENT_REPORT_RSP => {
+                self.report_answered(&command).await;
+                Ok(Incoming::Command(Vec::new()))
+            }
+            command_field::C_CANCEL_RQ => {
+                // Nothing is running: the operation it names has ended already.
+                tracing::debug!(peer = %self.origin.peer, "C-CANCEL for an operation already complete");
+                Ok(Incoming::Command(Vec::new()))
+            }
             other => Err(AbortReason::UnsupportedCommand(other)),
+        }
+    }
+
+    /// A complete N-ACTION, C-FIND, C-MOVE or C-GET request with its data set.
+    async fn handle_request(
+        &mut self,
+        presentation_context_id: u8,
+        command: Command,
+        data: Vec<u8>,
+    ) -> Result<(), AbortReason> {
+        let Some(context) = self.presentation_context(presentation_context_id) else {
+            return Err(AbortReason::ContextNotAccepted(presentation_context_id));
+        };
+        let abstract_syntax = trim_uid(&context.abstract_syntax).to_string();
+        let transfer_syntax = trim_uid(&context.transfer_syntax).to_string();
+        let message = super::Message {
+            presentation_context_id,
+            abstract_syntax,
+            transfer_syntax,
+            command,
+            data,
+        };
+        match message.command.command_field {
+            command_field::N_ACTION_RQ => self.storage_commitment(message).await,
+            command_field::C_FIND_RQ => self.find(message).await,
+            _ => self.retrieve(message).await,
         }
     }
 
@@ -579,12 +712,120 @@ impl Session {
             affected_sop_instance_uid: Some(&request.affected_sop_instance_uid),
             status: result.status,
             error_comment: result.error_comment.as_deref(),
+            ..Default::default()
         };
         self.send_command(presentation_context_id, response.encode())
             .await
     }
 
-    async fn send_command(
+    /// Sends a data set after its command, within the peer's maximum PDU.
+    pub(super) async fn send_data_set(&mut self, pc: u8, data: &[u8]) -> Result<(), AbortReason> {
+        let own = self.context.service.config().listener.max_pdu_length;
+        crate::forward::scu::send_data_set(&mut self.association, pc, data, own)
+            .await
+            .map_err(|e| AbortReason::SendData(crate::error_chain(&e)))
+    }
+
+    /// While a C-FIND, C-MOVE or C-GET answers: has the peer sent a C-CANCEL for it? Reads
+    /// only what has arrived already (never waits). Anything but a C-CANCEL of this
+    /// operation breaks the protocol (one operation at a time) and aborts.
+    pub(super) async fn cancel_requested(&mut self, message_id: u16) -> Result<bool, AbortReason> {
+        let mut cancelled = false;
+        loop {
+            let pdu =
+                match tokio::time::timeout(std::time::Duration::ZERO, self.association.receive())
+                    .await
+                {
+                    Err(_) => return Ok(cancelled),
+                    Ok(Ok(pdu)) => pdu,
+                    Ok(Err(e)) => return Err(AbortReason::Link(e)),
+                };
+            cancelled |= self.read_cancel(pdu, message_id)?.is_some_and(|c| c);
+        }
+    }
+
+    /// Reads the next command from the peer during an operation (waiting for it): a
+    /// C-STORE-RSP of a C-GET sub-operation, or a C-CANCEL of the operation (`Ok(None)`
+    /// after noting it in `cancelled`).
+    pub(super) async fn next_command_during(
+        &mut self,
+        operation_message_id: u16,
+        cancelled: &mut bool,
+    ) -> Result<Command, AbortReason> {
+        let mut buffer = Vec::new();
+        loop {
+            let pdu = self
+                .association
+                .receive()
+                .await
+                .map_err(AbortReason::Link)?;
+            let values = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::AbortRQ { .. } => return Err(AbortReason::PeerAborted),
+                other => {
+                    return Err(AbortReason::UnexpectedPdu(
+                        other.short_description().to_string(),
+                    ));
+                }
+            };
+            for value in values {
+                if value.value_type != PDataValueType::Command {
+                    return Err(AbortReason::DataWithoutCommand);
+                }
+                if buffer.len() + value.data.len() > MAX_COMMAND_SET {
+                    return Err(AbortReason::CommandTooLarge);
+                }
+                buffer.extend_from_slice(&value.data);
+                if !value.is_last {
+                    continue;
+                }
+                let command = Command::decode(&buffer).map_err(AbortReason::InvalidCommand)?;
+                buffer.clear();
+                if command.command_field == command_field::C_CANCEL_RQ
+                    && command.message_id_being_responded_to == Some(operation_message_id)
+                {
+                    *cancelled = true;
+                    continue;
+                }
+                return Ok(command);
+            }
+        }
+    }
+
+    /// A PDU read during an operation: `Some(true)` for a C-CANCEL of it.
+    fn read_cancel(&mut self, pdu: Pdu, message_id: u16) -> Result<Option<bool>, AbortReason> {
+        let values = match pdu {
+            Pdu::PData { data } => data,
+            Pdu::AbortRQ { .. } => return Err(AbortReason::PeerAborted),
+            other => {
+                return Err(AbortReason::UnexpectedPdu(
+                    other.short_description().to_string(),
+                ));
+            }
+        };
+        let mut cancelled = None;
+        for value in values {
+            // A C-CANCEL is one small command PDV; anything else is a second operation.
+            if value.value_type != PDataValueType::Command || !value.is_last {
+                return Err(AbortReason::SecondOperation);
+            }
+            let command = Command::decode(&value.data).map_err(AbortReason::InvalidCommand)?;
+            if command.command_field != command_field::C_CANCEL_RQ {
+                return Err(AbortReason::SecondOperation);
+            }
+            cancelled = Some(command.message_id_being_responded_to == Some(message_id));
+        }
+        Ok(cancelled)
+    }
+
+    /// A message ID for a request simgate sends on this association.
+    pub(super) fn take_message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    pub(super) async fn send_command(
         &mut self,
         presentation_context_id: u8,
         data: Vec<u8>,

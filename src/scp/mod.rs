@@ -1,12 +1,25 @@
 //! The DICOM side, as an SCP: the listener accepts connections, applies the peer address
 //! allow-list and the association limit, and runs each [`association`] as a task; an
 //! association hands each C-STORE to [`receive`], which walks the data set as it arrives
-//! ([`scan`]), reads its [`header`], makes it durable and records it.
+//! ([`scan`]), reads its [`header`], makes it durable and records it. Storage Commitment's
+//! N-ACTION goes to [`commitment`], C-FIND to [`find`], C-MOVE and C-GET to [`retrieve`].
 
 pub mod association;
+mod commitment;
+mod find;
 pub mod header;
 pub mod receive;
+mod retrieve;
 pub mod scan;
+
+/// A complete request other than C-STORE, with its data set (small, read whole).
+pub(crate) struct Message {
+    pub presentation_context_id: u8,
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+    pub command: crate::dicom::dimse::Command,
+    pub data: Vec<u8>,
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;

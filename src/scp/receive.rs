@@ -27,6 +27,10 @@ pub struct ReceiveContext {
     pub service: Service,
     pub policy: watch::Receiver<Arc<ReloadablePolicy>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Reads for Storage Commitment reports and queries (never the writer).
+    pub reads: Arc<crate::store::ReadPool>,
+    /// Storage Commitment requests whose report an association is carrying.
+    pub claims: Arc<crate::commitment::Claims>,
 }
 
 /// Who sent an instance and how.

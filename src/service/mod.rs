@@ -16,6 +16,7 @@ use crate::config::{Config, DestinationConfig, ReasonChoice, Role};
 use crate::dicom::uid::is_valid_uid;
 use crate::naming::{Naming, StudyStatus};
 use crate::store::audit::AuditEntry;
+use crate::store::commitment::NewCommitment;
 use crate::store::instances::{IndexedInstance, RecordOutcome};
 use crate::store::verdicts::{ImportOutcome, NewSource};
 use crate::store::{Db, IndexHandle, StoreError};
@@ -443,6 +444,43 @@ impl Service {
             })
             .await?;
         Ok((studies, changed))
+    }
+
+    /// Records a Storage Commitment request; its report is due after `grace` (the requester's
+    /// association gets the first chance to carry it).
+    pub async fn request_commitment(
+        &self,
+        request: NewCommitment,
+        grace: std::time::Duration,
+    ) -> Result<i64, StoreError> {
+        self.index
+            .execute(move |db| {
+                let now = crate::clock::now_rfc3339();
+                db.insert_commitment(&request, &now, &crate::clock::rfc3339_after(grace))
+            })
+            .await
+    }
+
+    /// The requester answered the report with success.
+    pub async fn commitment_reported(&self, id: i64) -> Result<(), StoreError> {
+        self.index
+            .execute(move |db| db.mark_commitment_reported(id, &crate::clock::now_rfc3339()))
+            .await
+    }
+
+    /// The report is not decided yet (`counts` false) or could not be delivered.
+    pub async fn defer_commitment(
+        &self,
+        id: i64,
+        error: String,
+        delay: std::time::Duration,
+        counts: bool,
+    ) -> Result<(), StoreError> {
+        self.index
+            .execute(move |db| {
+                db.defer_commitment(id, &error, &crate::clock::rfc3339_after(delay), counts)
+            })
+            .await
     }
 
     fn reason_choice(&self, code: &str) -> Result<&ReasonChoice, ServiceError> {

@@ -156,8 +156,9 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     tx.prepare_cached(
         "INSERT INTO studies (study_instance_uid, patient_id, patient_name, accession_number,
              study_date, study_time, study_description, requested_procedure_description,
-             first_received_at, last_received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             first_received_at, last_received_at, patient_birth_date, patient_sex, study_id,
+             referring_physician_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (study_instance_uid) DO UPDATE SET
              last_received_at = excluded.last_received_at,
              patient_id = coalesce(nullif(patient_id, ''), excluded.patient_id),
@@ -167,7 +168,12 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
              study_time = coalesce(nullif(study_time, ''), excluded.study_time),
              study_description = coalesce(nullif(study_description, ''), excluded.study_description),
              requested_procedure_description = coalesce(nullif(requested_procedure_description, ''),
-                 excluded.requested_procedure_description)",
+                 excluded.requested_procedure_description),
+             patient_birth_date = coalesce(nullif(patient_birth_date, ''), excluded.patient_birth_date),
+             patient_sex = coalesce(nullif(patient_sex, ''), excluded.patient_sex),
+             study_id = coalesce(nullif(study_id, ''), excluded.study_id),
+             referring_physician_name = coalesce(nullif(referring_physician_name, ''),
+                 excluded.referring_physician_name)",
     )?
     .execute(params![
         h.study_instance_uid,
@@ -179,6 +185,10 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         h.study_description,
         h.requested_procedure_description,
         instance.received_at,
+        h.patient_birth_date,
+        h.patient_sex,
+        h.study_id,
+        h.referring_physician_name,
     ])?;
     let new_codes = insert_codes(tx, &h.study_instance_uid, "procedure", &h.procedure_codes)?
         + insert_codes(
@@ -196,15 +206,18 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     tx.prepare_cached(
         "INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number,
              series_description, protocol_name, station_name, manufacturer, manufacturer_model_name,
-             frame_of_reference_uid, first_received_at, last_received_at, respiratory_attributes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)
+             frame_of_reference_uid, first_received_at, last_received_at, respiratory_attributes,
+             series_date, series_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)
          ON CONFLICT (series_instance_uid) DO UPDATE SET
              last_received_at = excluded.last_received_at,
              respiratory_attributes = max(respiratory_attributes, excluded.respiratory_attributes),
              series_description = coalesce(nullif(series_description, ''), excluded.series_description),
              protocol_name = coalesce(nullif(protocol_name, ''), excluded.protocol_name),
              station_name = coalesce(nullif(station_name, ''), excluded.station_name),
-             frame_of_reference_uid = coalesce(nullif(frame_of_reference_uid, ''), excluded.frame_of_reference_uid)",
+             frame_of_reference_uid = coalesce(nullif(frame_of_reference_uid, ''), excluded.frame_of_reference_uid),
+             series_date = coalesce(nullif(series_date, ''), excluded.series_date),
+             series_time = coalesce(nullif(series_time, ''), excluded.series_time)",
     )?
     .execute(params![
         h.series_instance_uid,
@@ -219,6 +232,8 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         h.frame_of_reference_uid,
         instance.received_at,
         h.respiratory_attributes,
+        h.series_date,
+        h.series_time,
     ])?;
 
     let image_type = h.image_type.join("\\");

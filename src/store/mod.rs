@@ -5,7 +5,9 @@
 //! their own connections ([`ReadPool`]), which WAL lets run beside the writer.
 
 pub mod audit;
+pub mod commitment;
 pub mod instances;
+pub mod query;
 pub mod queue;
 pub mod studies;
 pub mod verdicts;
@@ -51,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_sent_as",
         include_str!("../../migrations/0007_sent_as.sql"),
+    ),
+    (
+        "0008_commitment_and_query",
+        include_str!("../../migrations/0008_commitment_and_query.sql"),
     ),
 ];
 
@@ -324,6 +330,8 @@ mod tests {
             "study_reasons",
             "forward_queue",
             "audit_log",
+            "commitment_requests",
+            "commitment_items",
             "study_findings",
             "study_suggestions",
             "study_evidence",

@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod commitment;
 mod durability;
 mod faults;
 mod forward;

@@ -646,3 +646,34 @@ impl ReferenceScp {
         Storescp::start("REFERENCE")
     }
 }
+
+/// The Python of the venv `scripts/test.sh` makes (`SIMGATE_PYTHON` overrides), with
+/// pynetdicom. Tests that need a peer DCMTK has no tool for run it; without it they fail.
+pub fn python_with_pynetdicom() -> PathBuf {
+    let python = std::env::var_os("SIMGATE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python")
+        });
+    let ok = Command::new(&python)
+        .args(["-c", "import pynetdicom"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import pynetdicom: run scripts/test.sh, which makes target/pyenv",
+        python.display()
+    );
+    python
+}
+
+/// A peer script of tests/peers, run with that Python.
+pub fn python_peer(script: &str) -> Command {
+    let mut cmd = Command::new(python_with_pynetdicom());
+    cmd.arg(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .join(script),
+    );
+    cmd
+}
