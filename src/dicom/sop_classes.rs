@@ -131,6 +131,10 @@ mod tests {
             .join(" ");
         let count = format!("{} storage SOP classes", STORAGE_SOP_CLASSES.len());
         assert!(readme.contains(&count), "README.md must say {count:?}");
+        for uid in SERVICE_SOP_CLASSES {
+            let listed = format!("{} ({uid})", name(uid).expect("a standard class"));
+            assert!(readme.contains(&listed), "README.md must list {listed}");
+        }
         use dicom_encoding::TransferSyntaxIndex;
         for uid in accepted_transfer_syntaxes() {
             let name = TransferSyntaxRegistry

@@ -159,7 +159,7 @@ impl Session {
             transaction_uid = %report.transaction_uid,
             committed = report.committed.len(),
             failed = report.failed.len(),
-            "storage commitment reported on the requester's association"
+            "storage commitment report sent on the requester's association"
         );
         Ok(())
     }
@@ -177,6 +177,7 @@ impl Session {
         let (_, id) = self.awaiting_reports.remove(position);
         let status = command.status.unwrap_or(Status::PROCESSING_FAILURE);
         if status.is_success() {
+            tracing::info!(peer = %self.origin.peer, "storage commitment reported on the requester's association");
             if let Err(e) = self.context.service.commitment_reported(id).await {
                 tracing::warn!(cause = %error_chain(&e), "report answered, but not recorded: it will be sent again");
             }

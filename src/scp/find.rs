@@ -85,20 +85,31 @@ impl Session {
         let object = dataset::parse(&message.data, &message.transfer_syntax)
             .map_err(|e| (Status::UNABLE_TO_PROCESS, error_chain(&e)))?;
         let query = Query::parse(&object, model, false)?;
-        let asked: Vec<String> = query
-            .keys
-            .iter()
-            .filter(|k| !k.value.is_empty())
-            .map(|k| format!("{}={}", k.tag, k.value))
-            .collect();
+        // What was asked: patient attributes (group 0010) only at debug, as everywhere.
+        let asked = |redact: bool| -> String {
+            query
+                .keys
+                .iter()
+                .filter(|k| !k.value.is_empty())
+                .map(|k| {
+                    if redact && k.tag.group() == 0x0010 {
+                        format!("{}=(given)", k.tag)
+                    } else {
+                        format!("{}={}", k.tag, k.value)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         tracing::info!(
             peer = %self.origin.peer,
             calling_ae_title = %self.origin.calling_ae_title,
             model = ?query.model,
             level = ?query.level,
-            keys = %asked.join(" "),
+            keys = %asked(true),
             "C-FIND"
         );
+        tracing::debug!(keys = %asked(false), "C-FIND keys");
         let config = Arc::clone(self.context.service.config());
         let max = config.query_retrieve.max_matches;
         let ae_title = config.listener.ae_title.as_str().to_string();

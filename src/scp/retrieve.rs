@@ -236,7 +236,10 @@ impl Session {
             operation = if is_get { "C-GET" } else { "C-MOVE" },
             destination = message.command.move_destination.as_deref().unwrap_or(""),
             level = ?query.level,
-            keys = ?query.unique,
+            patient_id_given = query.unique.patient_id.is_some(),
+            study_instance_uids = ?query.unique.study_instance_uids,
+            series_instance_uids = ?query.unique.series_instance_uids,
+            sop_instance_uids = query.unique.sop_instance_uids.as_ref().map_or(0, Vec::len),
             instances = items.len(),
             "retrieve requested"
         );

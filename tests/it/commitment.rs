@@ -1,27 +1,36 @@
 //! Storage Commitment Push Model: pynetdicom as the CT simulator's SCU, the report on the
 //! same association, on a new one, for unknown instances, and across a kill -9.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Child, Stdio};
 
 use crate::support::{
     App, DEADLINE, Storescp, assert_success, free_port, python_peer, spawn_lines,
 };
 
-/// A small study sent to the gateway; (class:uid) arguments for the peer script.
-fn send_small_study(app: &App, seed: u64) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A small study written to `dir`: its files and the (class:uid) arguments for the peer.
+fn small_study(dir: &std::path::Path, seed: u64) -> (Vec<PathBuf>, Vec<String>) {
     let mut spec = simgate_synth::StudySpec::planning_ct(3, seed);
     spec.with_rt_objects = false;
     spec.rows = 64;
     spec.columns = 64;
-    let study = simgate_synth::write_study(&spec, dir.path()).expect("generate");
-    let paths: Vec<PathBuf> = study.files.iter().map(|f| f.path.clone()).collect();
-    assert_success(&app.storescu(&paths), "storescu");
-    study
+    let study = simgate_synth::write_study(&spec, dir).expect("generate");
+    let paths = study.files.iter().map(|f| f.path.clone()).collect();
+    let instances = study
         .files
         .iter()
         .map(|f| format!("{}:{}", f.sop_class_uid, f.sop_instance_uid))
-        .collect()
+        .collect();
+    (paths, instances)
+}
+
+/// A small study sent to the gateway; (class:uid) arguments for the peer script.
+fn send_small_study(app: &App, seed: u64) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, instances) = small_study(dir.path(), seed);
+    assert_success(&app.storescu(&paths), "storescu");
+    instances
 }
 
 fn report(output: &std::process::Output) -> serde_json::Value {
@@ -83,22 +92,50 @@ fn the_report_comes_on_the_same_association_and_names_an_unknown_instance_as_fai
     );
 }
 
+/// Starts the peer in `new` mode on a port of the OS's choosing; returns it, its output
+/// lines and that port. The peer waits for simgate's port on its standard input.
+fn start_requester(
+    instances: &[String],
+    wait_s: u32,
+) -> (Child, std::sync::mpsc::Receiver<String>, u16) {
+    let mut peer = python_peer("commitment_scu.py");
+    peer.args(["--mode", "new", "--wait", &wait_s.to_string()])
+        .args(instances)
+        .stdin(Stdio::piped());
+    let (child, lines) = spawn_lines(peer);
+    let listening = next_line(&lines, &["listening"]);
+    let port = listening
+        .trim_start_matches("listening ")
+        .parse()
+        .expect("the peer's port");
+    (child, lines, port)
+}
+
+fn requester_table(port: u16) -> String {
+    format!(
+        "\n[[storage_commitment.requesters]]\nae_title = \"CTSIM\"\naddress = \"127.0.0.1:{port}\"\n"
+    )
+}
+
+/// Tells the waiting peer simgate's port: it sends the N-ACTION then.
+fn go(child: &mut Child, port: u16) {
+    let stdin = child.stdin.as_mut().expect("the peer's stdin");
+    writeln!(stdin, "{port}").expect("write the port");
+    stdin.flush().expect("flush");
+}
+
 #[test]
 fn the_report_comes_on_a_new_association_when_the_requester_released() {
-    let listen = free_port();
-    let tables = format!(
-        "\n[[storage_commitment.requesters]]\nae_title = \"CTSIM\"\naddress = \"127.0.0.1:{listen}\"\n"
-    );
-    let app = App::spawn_configured("", "", &tables);
-    let instances = send_small_study(&app, 502);
-    let output = python_peer("commitment_scu.py")
-        .args(["--mode", "new", "--port", &app.port.to_string()])
-        .args(["--listen-port", &listen.to_string()])
-        .args(&instances)
-        .output()
-        .expect("run the peer");
-    let report = report(&output);
-    assert!(output.status.success(), "{report}");
+    // The peer listens first (on a port of the OS's choosing, which goes into simgate's
+    // config), then names the instances of a study generated beforehand.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, instances) = small_study(dir.path(), 502);
+    let (mut child, lines, listen) = start_requester(&instances, 60);
+    let app = App::spawn_configured("", "", &requester_table(listen));
+    assert_success(&app.storescu(&paths), "storescu");
+    go(&mut child, app.port);
+    let report: serde_json::Value = serde_json::from_str(&next_line(&lines, &["{"])).expect("json");
+    assert!(child.wait().expect("peer").success(), "{report}");
     assert_eq!(report["association"], "new", "{report}");
     assert_eq!(report["event_type"], 1, "all committed: event type 1");
     assert_eq!(report["committed"].as_array().map(Vec::len), Some(3));
@@ -109,28 +146,19 @@ fn the_report_comes_on_a_new_association_when_the_requester_released() {
 fn a_report_due_when_the_gateway_is_killed_arrives_after_the_restart() {
     // Committed only once delivered to the TPS, which is down: the report cannot be made
     // before the kill.
-    let listen = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, instances) = small_study(dir.path(), 503);
+    let (mut child, lines, listen) = start_requester(&instances, 90);
     let tps_port = free_port();
     let tables = format!(
-        "\n[storage_commitment]\ncommitted_when = \"delivered\"\n\
-         [[storage_commitment.requesters]]\nae_title = \"CTSIM\"\naddress = \"127.0.0.1:{listen}\"\n\
+        "\n[storage_commitment]\ncommitted_when = \"delivered\"\n{requester}\
          [forward]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nprobe_interval = \"300ms\"\nmax_attempts = 1000\n\
-         [[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"127.0.0.1:{tps_port}\"\n"
+         [[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"127.0.0.1:{tps_port}\"\n",
+        requester = requester_table(listen)
     );
     let mut app = App::spawn_configured("", "", &tables);
-    let instances = send_small_study(&app, 503);
-    let mut peer = python_peer("commitment_scu.py");
-    peer.args([
-        "--mode",
-        "new",
-        "--wait",
-        "90",
-        "--port",
-        &app.port.to_string(),
-    ])
-    .args(["--listen-port", &listen.to_string()])
-    .args(&instances);
-    let (mut child, lines) = spawn_lines(peer);
+    assert_success(&app.storescu(&paths), "storescu");
+    go(&mut child, app.port);
     let requested = next_line(&lines, &["requested", "{"]);
     assert!(requested.starts_with("requested"), "{requested}");
     app.wait_for_log("storage commitment requested");

@@ -10,5 +10,6 @@ mod http;
 mod interop;
 mod malformed;
 mod naming;
+mod query;
 mod receive;
 mod support;

@@ -5,6 +5,10 @@ arguments, then waits for the N-EVENT-REPORT: on the same association (--mode sa
 association is kept open), or on an association simgate opens to this script's own SCP
 (--mode new, the association is released at once after the N-ACTION-RSP). Prints one JSON
 line: how the report came, its event type, committed and failed instances.
+
+With --mode new and --port 0, the script listens on a port of the OS's choosing, prints
+"listening PORT", and reads simgate's port from its standard input: the test writes the port
+into simgate's config before simgate starts.
 """
 
 import argparse
@@ -37,7 +41,7 @@ def report_of(event, how):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--mode", choices=["same", "new"], required=True)
     parser.add_argument("--listen-port", type=int, default=0)
     parser.add_argument("--ae", default="CTSIM")
@@ -65,7 +69,9 @@ def main():
             block=False,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report("new"))],
         )
-        print("listening", flush=True)
+        print(f"listening {server.server_address[1]}", flush=True)
+        if args.port == 0:
+            args.port = int(sys.stdin.readline())
 
     request = Dataset()
     request.TransactionUID = generate_uid()
