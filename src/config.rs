@@ -120,6 +120,11 @@ pub struct ListenerConfig {
     /// Empty: any peer address is accepted.
     pub allowed_peer_addresses: BTreeSet<IpAddr>,
     pub max_associations: usize,
+    /// Associations one peer address may hold at once (counted once negotiated).
+    pub max_associations_per_address: usize,
+    /// A new connection's A-ASSOCIATE-RQ must arrive (and be answered) within this.
+    #[serde(with = "humantime_serde_compat")]
+    pub association_request_timeout: Duration,
     pub max_pdu_length: u32,
     #[serde(with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
@@ -254,7 +259,7 @@ pub struct UserConfig {
     pub role: Role,
     /// Argon2 PHC string, from `simgate user add NAME`.
     pub password_hash: String,
-    /// Argon2 hash of an API token (`Authorization: Bearer TOKEN`), optional.
+    /// `sha256:` and the hex SHA-256 of an API token (`Authorization: Bearer TOKEN`), optional.
     #[serde(default)]
     pub api_token_hash: Option<String>,
 }
@@ -266,6 +271,14 @@ pub struct HttpConfig {
     pub users: Vec<UserConfig>,
     #[serde(with = "humantime_serde_compat")]
     pub session_lifetime: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// A request's head must arrive within this (also ends idle keep-alive connections).
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// A request must be answered within this.
+    #[serde(with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
 }
 
 /// How forwarders retry and pace themselves.
@@ -433,6 +446,12 @@ impl Resolver<'_> {
         if l.max_associations == 0 {
             return Err(self.invalid("listener.max_associations", "must be at least 1"));
         }
+        if l.max_associations_per_address == 0 {
+            return Err(self.invalid(
+                "listener.max_associations_per_address",
+                "must be at least 1",
+            ));
+        }
         // PS3.8 allows any size; dicom-ul accepts 4 KiB .. 4 GiB. Above 16 MiB a single PDU
         // would make per-association memory large for no speed gain.
         if !(4096..=16 * 1024 * 1024).contains(&l.max_pdu_length) {
@@ -456,6 +475,11 @@ impl Resolver<'_> {
             allowed_calling_ae_titles,
             allowed_peer_addresses,
             max_associations: l.max_associations,
+            max_associations_per_address: l.max_associations_per_address,
+            association_request_timeout: self.duration(
+                "listener.association_request_timeout",
+                &l.association_request_timeout,
+            )?,
             max_pdu_length: l.max_pdu_length,
             idle_timeout: self.duration("listener.idle_timeout", &l.idle_timeout)?,
             write_timeout: self.duration("listener.write_timeout", &l.write_timeout)?,
@@ -634,11 +658,30 @@ impl Resolver<'_> {
                     ),
                 ));
             }
+            if let Some(token) = &user.api_token_hash {
+                let hex = token.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(self.invalid(
+                        "http.users",
+                        format!(
+                            "{}: api_token_hash must be \"sha256:<64 hex digits>\" from `simgate user add --api-token` (tokens hashed with argon2 by earlier versions must be issued again)",
+                            user.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if h.max_connections == 0 {
+            return Err(self.invalid("http.max_connections", "must be at least 1"));
         }
         let http = HttpConfig {
             bind,
             users: h.users,
             session_lifetime: self.duration("http.session_lifetime", &h.session_lifetime)?,
+            max_connections: h.max_connections,
+            header_read_timeout: self
+                .duration("http.header_read_timeout", &h.header_read_timeout)?,
+            request_timeout: self.duration("http.request_timeout", &h.request_timeout)?,
         };
         Ok(Config {
             listener,
@@ -811,6 +854,9 @@ struct RawHttp {
     bind: String,
     users: Vec<UserConfig>,
     session_lifetime: String,
+    max_connections: usize,
+    header_read_timeout: String,
+    request_timeout: String,
 }
 
 impl Default for RawHttp {
@@ -819,6 +865,9 @@ impl Default for RawHttp {
             bind: "127.0.0.1:8080".into(),
             users: Vec::new(),
             session_lifetime: "12h".into(),
+            max_connections: 64,
+            header_read_timeout: "10s".into(),
+            request_timeout: "30s".into(),
         }
     }
 }
@@ -933,6 +982,10 @@ struct RawListener {
     allowed_peer_addresses: Vec<String>,
     #[serde(default = "defaults::max_associations")]
     max_associations: usize,
+    #[serde(default = "defaults::max_associations_per_address")]
+    max_associations_per_address: usize,
+    #[serde(default = "defaults::association_request_timeout")]
+    association_request_timeout: String,
     #[serde(default = "defaults::max_pdu_length")]
     max_pdu_length: u32,
     #[serde(default = "defaults::idle_timeout")]
@@ -989,6 +1042,12 @@ mod defaults {
     }
     pub fn max_pdu_length() -> u32 {
         131_072
+    }
+    pub fn max_associations_per_address() -> usize {
+        16
+    }
+    pub fn association_request_timeout() -> String {
+        "10s".into()
     }
     pub fn idle_timeout() -> String {
         "60s".into()

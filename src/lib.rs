@@ -18,6 +18,7 @@ pub mod control;
 pub mod dicom;
 pub mod forward;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod naming;
 pub mod query;

@@ -362,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if api_token {
                 let token = simgate::http::auth::random_token();
-                let token_hash = simgate::http::auth::hash_secret(&token)?;
+                let token_hash = simgate::http::auth::token_digest(&token);
                 println!("api_token_hash = \"{token_hash}\"");
                 eprintln!("API token for {name} (shown once): {token}");
             }

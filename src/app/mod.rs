@@ -58,6 +58,46 @@ pub enum AppError {
     InUse(PathBuf),
 }
 
+/// The HTTP side's own runtime: its async workers and blocking threads (reads, health checks).
+/// Nothing a web client does can occupy the threads the DICOM side runs on.
+const HTTP_WORKERS: usize = 2;
+const HTTP_BLOCKING_THREADS: usize = 8;
+
+/// Runs the HTTP side on a runtime of its own, on its own threads; the receiver says when it
+/// has stopped.
+fn serve_http_apart(
+    listener: TcpListener,
+    state: crate::http::AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let listener = listener.into_std()?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(HTTP_WORKERS)
+                .max_blocking_threads(HTTP_BLOCKING_THREADS)
+                .thread_name("http-worker")
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async move {
+                    let served = match TcpListener::from_std(listener) {
+                        Ok(listener) => crate::http::serve(listener, state, shutdown).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = served {
+                        tracing::error!(cause = %error_chain(&e), "HTTP server stopped");
+                    }
+                }),
+                Err(e) => tracing::error!(cause = %e, "cannot start the HTTP runtime"),
+            }
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
+}
+
 /// Jobs in the index writer's queue; beyond this, receivers wait (backpressure).
 const INDEX_QUEUE: usize = 1024;
 
@@ -163,10 +203,9 @@ pub async fn run(
             policy.clone(),
         );
         let stop = shutdown.clone();
+        let done = serve_http_apart(http, state, stop).map_err(AppError::Thread)?;
         tracker.spawn(async move {
-            if let Err(e) = crate::http::serve(http, state, stop).await {
-                tracing::error!(cause = %error_chain(&e), "HTTP server stopped");
-            }
+            let _ = done.await;
         });
     }
     drop(index);

@@ -3,19 +3,41 @@
 //! SameSite=Strict) with its own CSRF token that every form must send back. The API also takes
 //! HTTP Basic credentials or a Bearer API token. With no users configured, everyone is an
 //! anonymous viewer (and the config only allows binding to loopback then).
+//!
+//! Defending credentials costs little: API tokens are random 256-bit values found by their
+//! SHA-256 (compared in constant time), never argon2 per request; password checks run on a
+//! small pool of their own threads with a short queue, and the excess is refused at once
+//! (503); verified Basic credentials are cached for a minute; an unknown user costs the same
+//! argon2 check as a wrong password; failed sign-ins are throttled per user and per address.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
 
 use crate::config::{Role, UserConfig};
 
 pub const SESSION_COOKIE: &str = "simgate_session";
+
+/// Threads that verify passwords; argon2 takes ~40 ms each, so two give ~50 checks a second.
+const PASSWORD_THREADS: usize = 2;
+/// Checks waiting for a thread; beyond this a request is refused at once.
+const PASSWORD_QUEUE: usize = 8;
+/// How long verified Basic credentials are remembered.
+const BASIC_CACHE_LIFETIME: Duration = Duration::from_secs(60);
+const BASIC_CACHE_ENTRIES: usize = 1024;
+/// Failed sign-ins allowed before each further attempt must wait.
+const FREE_FAILURES: u32 = 3;
+const MAX_THROTTLE: Duration = Duration::from_secs(60);
+/// Tracked keys (users and addresses); the oldest are forgotten beyond this.
+const THROTTLE_ENTRIES: usize = 10_000;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +66,24 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.role.may_act_on_queue()
     }
+
+    fn of(user: &UserConfig) -> Caller {
+        Caller {
+            name: user.name.clone(),
+            role: user.role,
+            csrf: None,
+            via_session: false,
+        }
+    }
+}
+
+/// Why credentials were not checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("too many sign-in attempts: try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("too many password checks at once: try again in a moment")]
+    Busy,
 }
 
 #[derive(Debug)]
@@ -54,14 +94,7 @@ struct Session {
     expires: Instant,
 }
 
-#[derive(Debug)]
-pub struct Auth {
-    users: Vec<UserConfig>,
-    lifetime: Duration,
-    sessions: Mutex<HashMap<String, Session>>,
-}
-
-/// 32 random bytes, hex: session ids and CSRF tokens.
+/// 32 random bytes, hex: session ids, CSRF tokens and API tokens.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
@@ -73,12 +106,21 @@ pub fn random_token() -> String {
 #[error("cannot hash the secret")]
 pub struct HashError(#[source] argon2::password_hash::Error);
 
-/// An argon2id PHC string for a password or API token (`simgate user add`).
+/// An argon2id PHC string for a password (`simgate user add`).
 pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(secret.as_bytes())
         .map(|hash| hash.to_string())
         .map_err(HashError)
+}
+
+/// What the config stores of an API token: `sha256:` and the hex digest. A token is 256 random
+/// bits, so a fast hash is enough: there is nothing to guess.
+pub fn token_digest(token: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(token.trim().as_bytes()))
+    )
 }
 
 fn verify(secret: &str, hash: &str) -> bool {
@@ -89,12 +131,98 @@ fn verify(secret: &str, hash: &str) -> bool {
     })
 }
 
+/// Equal, without an early exit that would time the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A job for the password threads: verify, then answer.
+type Check = Box<dyn FnOnce() + Send>;
+
+/// The password threads and their short queue.
+#[derive(Debug)]
+struct PasswordPool {
+    jobs: SyncSender<Check>,
+}
+
+impl PasswordPool {
+    fn start() -> PasswordPool {
+        let (jobs, queue) = sync_channel::<Check>(PASSWORD_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..PASSWORD_THREADS {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(cause = %e, "cannot start a password thread");
+            }
+        }
+        PasswordPool { jobs }
+    }
+
+    /// Verifies on a password thread; `Busy` at once when the queue is full.
+    async fn verify(&self, secret: String, hash: String) -> Result<bool, Refusal> {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let job: Check = Box::new(move || {
+            let _ = answer.send(verify(&secret, &hash));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => outcome.await.map_err(|_| Refusal::Busy),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Refusal::Busy),
+        }
+    }
+}
+
+/// Failed sign-ins of one user or one address.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    /// No attempt is checked before this.
+    until: Instant,
+    last: Instant,
+}
+
+#[derive(Debug)]
+pub struct Auth {
+    users: Vec<UserConfig>,
+    lifetime: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+    passwords: PasswordPool,
+    /// An argon2 hash of nothing anyone knows: unknown users are checked against it.
+    dummy_hash: String,
+    /// SHA-256 of "name:password" -> (user index, expiry).
+    basic_cache: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+/// A short, stable stand-in for a login name in logs (names may be mistyped passwords).
+pub fn name_hash(name: &str) -> String {
+    hex::encode(&Sha256::digest(name.as_bytes())[..4])
+}
+
 impl Auth {
     pub fn new(users: Vec<UserConfig>, lifetime: Duration) -> Auth {
+        let dummy_hash = hash_secret(&random_token()).unwrap_or_default();
         Auth {
             users,
             lifetime,
             sessions: Mutex::new(HashMap::new()),
+            passwords: PasswordPool::start(),
+            dummy_hash,
+            basic_cache: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -103,11 +231,16 @@ impl Auth {
     }
 
     /// Checks a name and password; on success opens a session and returns its id.
-    pub fn login(&self, name: &str, password: &str) -> Option<String> {
-        let user = self.users.iter().find(|u| u.name == name)?;
-        if !verify(password, &user.password_hash) {
-            return None;
-        }
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Option<String>, Refusal> {
+        let Some(index) = self.check_password(name, password, from).await? else {
+            return Ok(None);
+        };
+        let user = &self.users[index];
         let id = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -121,9 +254,10 @@ impl Auth {
                 expires: now + self.lifetime,
             },
         );
-        Some(id)
+        Ok(Some(id))
     }
 
+    /// Ends a session (whatever else the request carried).
     pub fn logout(&self, session: &str) {
         self.sessions
             .lock()
@@ -133,16 +267,20 @@ impl Auth {
 
     /// The caller of a request: session cookie, then Basic or Bearer credentials; `None` when
     /// users are configured and none of these is valid.
-    pub fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+    pub async fn caller(
+        &self,
+        headers: &HeaderMap,
+        from: Option<IpAddr>,
+    ) -> Result<Option<Caller>, Refusal> {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = sessions.get(&id).filter(|s| s.expires > Instant::now()) {
-                return Some(Caller {
+                return Ok(Some(Caller {
                     name: s.name.clone(),
                     role: s.role,
                     csrf: Some(s.csrf.clone()),
                     via_session: true,
-                });
+                }));
             }
         }
         let authorization = headers
@@ -150,33 +288,144 @@ impl Auth {
             .and_then(|v| v.to_str().ok());
         if let Some(basic) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
             use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD
+            let Some((name, password)) = base64::engine::general_purpose::STANDARD
                 .decode(basic.trim())
-                .ok()?;
-            let decoded = String::from_utf8(decoded).ok()?;
-            let (name, password) = decoded.split_once(':')?;
-            let user = self.users.iter().find(|u| u.name == name)?;
-            return verify(password, &user.password_hash).then(|| Caller {
-                name: user.name.clone(),
-                role: user.role,
-                csrf: None,
-                via_session: false,
-            });
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|d| {
+                    d.split_once(':')
+                        .map(|(n, p)| (n.to_string(), p.to_string()))
+                })
+            else {
+                return Ok(None);
+            };
+            let key: [u8; 32] = Sha256::digest(format!("{name}:{password}").as_bytes()).into();
+            if let Some(index) = self.cached_basic(&key) {
+                return Ok(Some(Caller::of(&self.users[index])));
+            }
+            let Some(index) = self.check_password(&name, &password, from).await? else {
+                return Ok(None);
+            };
+            self.remember_basic(key, index);
+            return Ok(Some(Caller::of(&self.users[index])));
         }
         if let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) {
-            let user = self.users.iter().find(|u| {
-                u.api_token_hash
-                    .as_deref()
-                    .is_some_and(|h| verify(token.trim(), h))
-            })?;
-            return Some(Caller {
-                name: user.name.clone(),
-                role: user.role,
-                csrf: None,
-                via_session: false,
-            });
+            let digest = token_digest(token);
+            // Every user is compared, so the time does not say which one matched.
+            let mut found = None;
+            for (index, user) in self.users.iter().enumerate() {
+                let stored = user.api_token_hash.as_deref().unwrap_or("");
+                if constant_time_eq(stored.as_bytes(), digest.as_bytes()) {
+                    found = Some(index);
+                }
+            }
+            return Ok(found.map(|index| Caller::of(&self.users[index])));
         }
-        self.open().then(Caller::anonymous)
+        Ok(self.open().then(Caller::anonymous))
+    }
+
+    /// The index of the user whose password this is; throttled and counted like a sign-in.
+    async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Option<usize>, Refusal> {
+        let keys: Vec<String> = std::iter::once(format!("user {name}"))
+            .chain(from.map(|ip| format!("address {ip}")))
+            .collect();
+        self.throttled(&keys)?;
+        let index = self.users.iter().position(|u| u.name == name);
+        // An unknown user costs the same check as a wrong password.
+        let hash = index.map_or_else(
+            || self.dummy_hash.clone(),
+            |i| self.users[i].password_hash.clone(),
+        );
+        let matched = self.passwords.verify(password.to_string(), hash).await?;
+        match (matched, index) {
+            (true, Some(index)) => {
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                for key in &keys {
+                    failures.remove(key);
+                }
+                Ok(Some(index))
+            }
+            _ => {
+                self.record_failure(&keys, name, from);
+                Ok(None)
+            }
+        }
+    }
+
+    fn throttled(&self, keys: &[String]) -> Result<(), Refusal> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let wait = keys
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .map(|f| f.until.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(Refusal::Throttled(wait))
+        }
+    }
+
+    fn record_failure(&self, keys: &[String], name: &str, from: Option<IpAddr>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if failures.len() >= THROTTLE_ENTRIES {
+            failures.retain(|_, f| now.duration_since(f.last) < MAX_THROTTLE);
+        }
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                until: now,
+                last: now,
+            });
+            // A burst ends after a quiet minute: counting starts again.
+            if now.duration_since(entry.last) > MAX_THROTTLE {
+                entry.count = 0;
+            }
+            entry.count += 1;
+            entry.last = now;
+            if entry.count > FREE_FAILURES {
+                let exponent = (entry.count - FREE_FAILURES - 1).min(6);
+                let delay = Duration::from_secs(1 << exponent).min(MAX_THROTTLE);
+                entry.until = now + delay;
+                // Once per burst: when throttling starts.
+                if entry.count == FREE_FAILURES + 1 {
+                    tracing::warn!(
+                        user = %name_hash(name),
+                        address = %from.map(|a| a.to_string()).unwrap_or_default(),
+                        throttled = %key.split(' ').next().unwrap_or(""),
+                        "repeated failed sign-ins: throttling"
+                    );
+                }
+            }
+        }
+    }
+
+    fn cached_basic(&self, key: &[u8; 32]) -> Option<usize> {
+        let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(index, _)| *index)
+    }
+
+    fn remember_basic(&self, key: [u8; 32], index: usize) {
+        let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if cache.len() >= BASIC_CACHE_ENTRIES {
+            cache.retain(|_, (_, expires)| *expires > now);
+            if cache.len() >= BASIC_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (index, now + BASIC_CACHE_LIFETIME));
     }
 }
 
@@ -185,4 +434,43 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     axum_extra::extract::cookie::CookieJar::from_headers(headers)
         .get(name)
         .map(|c| c.value().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(
+            vec![UserConfig {
+                name: "curie".into(),
+                role: Role::Physician,
+                password_hash: hash_secret("radium").expect("hash"),
+                api_token_hash: Some(token_digest("tok")),
+            }],
+            Duration::from_secs(60),
+        )
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_throttled_and_tokens_found_by_digest() {
+        let auth = auth();
+        let ip = Some("10.0.0.9".parse().expect("ip"));
+        for _ in 0..FREE_FAILURES + 1 {
+            assert_eq!(auth.login("curie", "wrong", ip).await, Ok(None));
+        }
+        assert!(matches!(
+            auth.login("curie", "radium", ip).await,
+            Err(Refusal::Throttled(_))
+        ));
+        // Another user from another address is not held up.
+        let other = Some("10.0.0.10".parse().expect("ip"));
+        assert_eq!(auth.login("nobody", "x", other).await, Ok(None));
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer tok".parse().expect("header"));
+        let caller = auth.caller(&headers, None).await.expect("checked");
+        assert_eq!(caller.map(|c| c.name), Some("curie".to_string()));
+        headers.insert("authorization", "Bearer other".parse().expect("header"));
+        assert_eq!(auth.caller(&headers, None).await, Ok(None));
+    }
 }

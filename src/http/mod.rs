@@ -124,6 +124,15 @@ pub enum HttpError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Credentials not checked now: too many attempts (429) or too many at once (503).
+    #[error("{0}")]
+    Refused(auth::Refusal),
+}
+
+impl From<auth::Refusal> for HttpError {
+    fn from(refusal: auth::Refusal) -> Self {
+        HttpError::Refused(refusal)
+    }
 }
 
 impl From<StoreError> for HttpError {
@@ -155,6 +164,17 @@ impl HttpError {
                 tracing::error!(cause = %why, "HTTP request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            HttpError::Refused(auth::Refusal::Throttled(_)) => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Refused(auth::Refusal::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Seconds a refused client should wait (Retry-After).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            HttpError::Refused(auth::Refusal::Throttled(wait)) => Some(wait.as_secs().max(1)),
+            HttpError::Refused(auth::Refusal::Busy) => Some(1),
+            _ => None,
         }
     }
 }
@@ -162,6 +182,7 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = self.retry_after();
         let mut response = (
             status,
             axum::Json(serde_json::json!({ "error": self.to_string() })),
@@ -172,6 +193,11 @@ impl IntoResponse for HttpError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"simgate\""),
             );
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         response
     }
@@ -190,14 +216,17 @@ impl FromRequestParts<AppState> for Request {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let remote = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_default();
+            .map(|c| c.0);
+        let caller = state
+            .auth
+            .caller(&parts.headers, peer.map(|p| p.ip()))
+            .await?;
         Ok(Request {
-            caller: state.auth.caller(&parts.headers),
-            remote,
+            caller,
+            remote: peer.map(|p| p.to_string()).unwrap_or_default(),
         })
     }
 }
@@ -245,27 +274,91 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled: HTTP/1.1 on hyper, with a bound on connections (the
+/// excess is closed at once), a timeout for each request head (which also ends idle
+/// keep-alive connections and slow-header clients) and one for each answer.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
     let address = listener.local_addr()?;
+    let settings = state.config().http.clone();
     tracing::info!(
         address = %address,
-        users = state.config().http.users.len(),
+        users = settings.users.len(),
         "HTTP listener ready"
     );
     if state.auth.open() {
         tracing::warn!("no [[http.users]] configured: the web pages are read-only");
     }
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let app = router(state);
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut refused = crate::logging::RateLimitedWarning::new(std::time::Duration::from_secs(10));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::error!(cause = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            if let Some(suppressed) = refused.ready() {
+                tracing::warn!(%peer, limit = settings.max_connections, suppressed, "HTTP connection limit reached: closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let request_timeout = settings.request_timeout;
+        let service =
+            hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let app = app.clone();
+                    async move {
+                        let answer = app.oneshot(request.map(axum::body::Body::new));
+                        match tokio::time::timeout(request_timeout, answer).await {
+                            Ok(response) => response,
+                            Err(_) => Ok((StatusCode::SERVICE_UNAVAILABLE, "request timed out")
+                                .into_response()),
+                        }
+                    }
+                },
+            );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, cause = %e, "HTTP connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connection).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }
 
 /// Validates a YYYY-MM-DD date parameter.

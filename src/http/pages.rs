@@ -3,7 +3,7 @@
 //! queue, login. Forms carry the session's CSRF token.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -137,28 +137,49 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     // Only local paths: never redirect elsewhere after a login.
     let next = form
         .next
         .filter(|n| n.starts_with('/') && !n.starts_with("//"))
         .unwrap_or_else(|| "/worklist".into());
-    let name = form.name.clone();
-    let password = form.password.clone();
-    let auth = std::sync::Arc::clone(&state.auth);
-    // argon2 is deliberately slow: keep it off the async workers.
-    let session = tokio::task::spawn_blocking(move || auth.login(&name, &password))
+    // argon2 runs on the password threads, never on the async workers.
+    let session = match state
+        .auth
+        .login(&form.name, &form.password, Some(peer.ip()))
         .await
-        .ok()
-        .flatten();
+    {
+        Ok(session) => session,
+        Err(refusal) => {
+            let error = HttpError::from(refusal);
+            let mut response = (
+                error.status(),
+                login_page(&next, &form.name, Some(&error.to_string())),
+            )
+                .into_response();
+            if let Some(seconds) = error.retry_after() {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            return response;
+        }
+    };
+    // Login names only as a short hash above debug: a password typed into the name box
+    // must not land in the log.
+    let user = super::auth::name_hash(&form.name);
     match session {
         Some(id) => {
-            tracing::info!(user = %form.name, "signed in");
+            tracing::info!(%user, "signed in");
             let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
         None => {
-            tracing::warn!(user = %form.name, "sign-in refused");
+            tracing::info!(%user, address = %peer.ip(), "sign-in refused");
             (
                 StatusCode::UNAUTHORIZED,
                 login_page(&next, &form.name, Some("Unknown user or wrong password.")),

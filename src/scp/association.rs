@@ -208,12 +208,19 @@ pub async fn serve(
     peer: SocketAddr,
     negotiation: Arc<Negotiation>,
     context: ReceiveContext,
+    request_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let association = match negotiation.establish_async(socket).await {
-        Ok(association) => association,
-        Err(e) => {
+    let established = tokio::time::timeout(request_timeout, negotiation.establish_async(socket));
+    let association = match established.await {
+        Err(_) => {
+            context.metrics.rejection("association-request-timeout");
+            tracing::info!(%peer, timeout_s = request_timeout.as_secs(), "association request not complete in time: closed");
+            return;
+        }
+        Ok(Ok(association)) => association,
+        Ok(Err(e)) => {
             let cause = match &e {
                 dicom_ul::association::Error::Rejected { association_rj, .. } => {
                     format!("association-rejected: {}", association_rj.source)

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
+use crate::logging::RateLimitedWarning;
 use receive::ReceiveContext;
 
 /// Accepts associations until `shutdown` is cancelled. Each runs on `tracker`, so the caller
@@ -52,7 +53,18 @@ pub async fn listen(
         &config,
         policy.borrow_and_update().allowed_calling_ae_titles.clone(),
     ));
-    let associations = Arc::new(Semaphore::new(config.max_associations));
+    let slots = Arc::new(Slots {
+        associations: Arc::new(Semaphore::new(config.max_associations)),
+        per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
+        limit_warning: std::sync::Mutex::new(RateLimitedWarning::new(WARN_EVERY)),
+        silent_warning: std::sync::Mutex::new(RateLimitedWarning::new(WARN_EVERY)),
+    });
+    // Connections that have not sent their A-ASSOCIATE-RQ yet: bounded, and they hold no
+    // association slot, so silent sockets cannot lock simulators out.
+    let pending = Arc::new(Semaphore::new(
+        config.max_associations.saturating_mul(PENDING_PER_SLOT),
+    ));
+    let mut pending_warning = RateLimitedWarning::new(WARN_EVERY);
     loop {
         let (socket, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -81,25 +93,115 @@ pub async fn listen(
             tracing::warn!(%peer, "connection from an address outside listener.allowed_peer_addresses closed");
             continue;
         }
-        match Arc::clone(&associations).try_acquire_owned() {
-            Ok(permit) => {
-                let negotiation = Arc::clone(&negotiation);
-                let context = context.clone();
-                let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    association::serve(socket, peer, negotiation, context, shutdown).await;
-                    drop(permit);
-                });
+        let Ok(waiting) = Arc::clone(&pending).try_acquire_owned() else {
+            context.metrics.rejection("pending-connection-limit");
+            if let Some(suppressed) = pending_warning.ready() {
+                tracing::warn!(%peer, suppressed, "too many connections waiting for their association request: closing new ones");
             }
-            Err(_) => {
-                context.metrics.rejection("association-limit");
-                tracing::warn!(%peer, limit = config.max_associations, "association limit reached: rejecting");
-                let timeout = config.idle_timeout;
-                tracker.spawn(async move {
+            continue;
+        };
+        let negotiation = Arc::clone(&negotiation);
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        let slots = Arc::clone(&slots);
+        let config = Arc::clone(&config);
+        tracker.spawn(async move {
+            // The first bytes of the A-ASSOCIATE-RQ, within the request timeout.
+            let mut first = [0u8; 1];
+            let arrived = tokio::select! {
+                () = shutdown.cancelled() => return,
+                peeked = tokio::time::timeout(config.association_request_timeout, socket.peek(&mut first)) => peeked,
+            };
+            match arrived {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return, // closed, or a read error: nothing to answer
+                Err(_) => {
+                    context.metrics.rejection("association-request-timeout");
+                    if let Some(suppressed) = slots.silent_warning.lock().ok().and_then(|mut w| w.ready()) {
+                        tracing::warn!(%peer, suppressed, timeout_s = config.association_request_timeout.as_secs(), "connection sent no association request in time: closed");
+                    }
+                    return;
+                }
+            }
+            drop(waiting);
+            match slots.take(peer.ip(), config.max_associations_per_address) {
+                Ok(slot) => {
+                    association::serve(socket, peer, negotiation, context, config.association_request_timeout, shutdown).await;
+                    drop(slot);
+                }
+                Err(limit) => {
+                    context.metrics.rejection("association-limit");
+                    if let Some(suppressed) = slots.limit_warning.lock().ok().and_then(|mut w| w.ready()) {
+                        tracing::warn!(%peer, %limit, suppressed, "association limit reached: rejecting");
+                    }
+                    let timeout = config.association_request_timeout;
                     if let Err(e) = tokio::time::timeout(timeout, reject_busy(socket)).await {
                         tracing::debug!(%peer, cause = %e, "busy rejection timed out");
                     }
-                });
+                }
+            }
+        });
+    }
+}
+
+/// Connections waiting for their A-ASSOCIATE-RQ, per association slot.
+const PENDING_PER_SLOT: usize = 8;
+/// A repeated warning (limits, silent connections) is written at most this often.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Association slots: the global limit and the per-address count, taken once a connection has
+/// sent its association request.
+struct Slots {
+    associations: Arc<Semaphore>,
+    per_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    limit_warning: std::sync::Mutex<RateLimitedWarning>,
+    silent_warning: std::sync::Mutex<RateLimitedWarning>,
+}
+
+/// A held association slot; dropping it gives it back.
+struct Slot {
+    slots: Arc<Slots>,
+    address: std::net::IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slots {
+    /// A slot for this address, or which limit stands in the way.
+    fn take(
+        self: &Arc<Self>,
+        address: std::net::IpAddr,
+        per_address: usize,
+    ) -> Result<Slot, String> {
+        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(address).or_insert(0);
+        if *count >= per_address {
+            return Err(format!(
+                "{per_address} per address (listener.max_associations_per_address)"
+            ));
+        }
+        let permit = Arc::clone(&self.associations)
+            .try_acquire_owned()
+            .map_err(|_| "listener.max_associations".to_string())?;
+        *count += 1;
+        Ok(Slot {
+            slots: Arc::clone(self),
+            address,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .slots
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
             }
         }
     }
