@@ -511,3 +511,77 @@ fn an_api_token_works_as_bearer_credentials() {
         .expect("request");
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[test]
+fn wrong_passwords_are_throttled_and_the_name_stays_out_of_the_log() {
+    let app = App::spawn_full("", "", "", &user("curie", "physician"));
+    let http = client();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let response = http
+            .post(url(&app, "/login"))
+            .form(&[
+                ("name", "curie"),
+                ("password", "not-it"),
+                ("next", "/worklist"),
+            ])
+            .send()
+            .expect("login");
+        statuses.push(response.status());
+    }
+    assert_eq!(statuses[..4], [StatusCode::UNAUTHORIZED; 4], "{statuses:?}");
+    assert!(
+        statuses[4..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "after 4 failures every attempt waits: {statuses:?}"
+    );
+    // Throttled means not even the right password is checked until the wait is over.
+    let right = http
+        .post(url(&app, "/login"))
+        .form(&[
+            ("name", "curie"),
+            ("password", PASSWORD),
+            ("next", "/worklist"),
+        ])
+        .send()
+        .expect("login");
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.headers().contains_key("retry-after"));
+    let log = app.wait_for_log("throttling");
+    assert_eq!(
+        app.log().matches("throttling").count(),
+        2,
+        "once per burst, per user and per address: {log}"
+    );
+    assert!(
+        !app.log().contains("curie"),
+        "login names stay out of the log above debug"
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let app = App::spawn_full("", "", "", "header_read_timeout = \"1s\"");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", app.http_port)).expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("partial headers");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 512];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let ok = client().get(url(&app, "/healthz")).send().expect("healthz");
+    assert_eq!(ok.status(), StatusCode::OK);
+}

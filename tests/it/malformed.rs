@@ -416,3 +416,49 @@ fn a_request_with_no_acceptable_context_is_logged_with_what_it_asked_for() {
     assert!(line.contains("1.2.840.10008.5.1.4.31"), "{line}");
     assert!(line.contains("Worklist"), "{line}");
 }
+
+#[test]
+fn silent_connections_neither_take_association_slots_nor_stay_open() {
+    // Twice as many silent sockets as association slots: simulators still get in at once,
+    // and the silent ones are closed once the association request timeout passes.
+    let app = App::spawn_with(
+        "max_associations = 4\nassociation_request_timeout = \"2s\"",
+        "",
+    );
+    let silent: Vec<std::net::TcpStream> = (0..8).map(|_| connect(&app)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_success(&app.echoscu(), "echoscu beside 8 silent connections");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "C-ECHO waited {:?} behind silent connections",
+        started.elapsed()
+    );
+    for stream in silent {
+        expect_closed(stream);
+    }
+    let log = app.wait_for_log("sent no association request in time");
+    assert!(log.contains("suppressed=0"), "{log}");
+    assert_eq!(
+        app.log()
+            .matches("sent no association request in time")
+            .count(),
+        1,
+        "one warning for the burst, not one per connection"
+    );
+}
+
+#[test]
+fn one_address_cannot_take_every_association_slot() {
+    let app = App::spawn_with("max_associations = 8\nmax_associations_per_address = 2", "");
+    let first = associate(&app);
+    let second = associate(&app);
+    let refused = app.echoscu();
+    let output = crate::support::text(&refused);
+    assert!(output.contains("Local Limit Exceeded"), "{output}");
+    app.wait_for_log("per address");
+    first.release().expect("release");
+    app.wait_for_log("outcome=released");
+    assert_success(&app.echoscu(), "echoscu once the address has a slot again");
+    second.release().expect("release");
+}
