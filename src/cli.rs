@@ -150,27 +150,30 @@ pub fn studies(
                 "documented_at",
             ])?;
             for s in &studies {
-                csv.write_record([
-                    s.study_instance_uid.clone(),
-                    status_text(s.status).to_string(),
-                    s.hcpcs.to_string(),
-                    s.waiting()
-                        .map(|d| d.as_secs().to_string())
-                        .unwrap_or_default(),
-                    s.patient_id.clone(),
-                    s.patient_name.clone(),
-                    s.study_date.clone(),
-                    s.station_names.join("; "),
-                    s.study_description.clone(),
-                    s.series_descriptions.join("; "),
-                    findings_text(&s.items.findings),
-                    suggestions_text(&s.items.suggestions),
-                    s.rt_planning.to_string(),
-                    evidence_text(&s.items.evidence),
-                    s.reason_code.clone().unwrap_or_default(),
-                    s.documented_by.clone().unwrap_or_default(),
-                    s.documented_at.clone().unwrap_or_default(),
-                ])?;
+                crate::output::write_csv_row(
+                    &mut csv,
+                    [
+                        s.study_instance_uid.clone(),
+                        status_text(s.status).to_string(),
+                        s.hcpcs.to_string(),
+                        s.waiting()
+                            .map(|d| d.as_secs().to_string())
+                            .unwrap_or_default(),
+                        s.patient_id.clone(),
+                        s.patient_name.clone(),
+                        s.study_date.clone(),
+                        s.station_names.join("; "),
+                        s.study_description.clone(),
+                        s.series_descriptions.join("; "),
+                        findings_text(&s.items.findings),
+                        suggestions_text(&s.items.suggestions),
+                        s.rt_planning.to_string(),
+                        evidence_text(&s.items.evidence),
+                        s.reason_code.clone().unwrap_or_default(),
+                        s.documented_by.clone().unwrap_or_default(),
+                        s.documented_at.clone().unwrap_or_default(),
+                    ],
+                )?;
             }
             csv.flush()?;
         }
@@ -665,28 +668,7 @@ pub fn report(
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut csv = csv::Writer::from_writer(&mut *out);
-            csv.write_record([
-                "group",
-                "G9318",
-                "G9319",
-                "G9320",
-                "total",
-                "conformance_rate",
-            ])?;
-            for r in &rows {
-                csv.write_record([
-                    r.group.clone(),
-                    r.g9318.to_string(),
-                    r.g9319.to_string(),
-                    r.g9320.to_string(),
-                    r.total.to_string(),
-                    r.conformance_rate
-                        .map(|rate| format!("{rate:.3}"))
-                        .unwrap_or_default(),
-                ])?;
-            }
-            csv.flush()?;
+            crate::output::report_csv(&mut *out, "group", &rows)?;
         }
         Format::Table => {
             writeln!(out, "Studies first received {from} .. {to}")?;

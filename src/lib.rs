@@ -21,6 +21,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod naming;
+pub mod output;
 pub mod query;
 pub mod scp;
 pub mod service;

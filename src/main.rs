@@ -228,7 +228,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("simgate: {e:#}");
+            eprintln!("simgate: {}", simgate::output::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -236,7 +236,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use simgate::config::Config;
-    let stdout = &mut std::io::stdout().lock();
+    // DICOM values reach the operator's terminal: escaped, never obeyed.
+    let stdout = &mut simgate::output::TerminalWriter::new(std::io::stdout().lock());
     match cli.command {
         Command::Serve { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -424,7 +425,9 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Values from the network are in log lines: escaped, so none can forge a line or drive
+        // the terminal.
+        .with_writer(|| simgate::output::EscapingWriter(std::io::stderr()))
         .with_ansi(false)
         .init();
 }

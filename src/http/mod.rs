@@ -247,7 +247,76 @@ impl Request {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Headers on every answer: no framing, no sniffing, no referrer, no caching of pages with
+/// patient data, and a policy that allows no script at all (the pages have none).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = |headers: &mut header::HeaderMap, name: header::HeaderName, value: &'static str| {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::CACHE_CONTROL, "no-store");
+    response
+}
+
+/// With no users configured anyone on loopback reads the pages: a request must then name
+/// this server in its Host header, so a page elsewhere that rebinds its DNS name to
+/// 127.0.0.1 gets nothing (421).
+async fn check_host(
+    axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !allowed.is_empty() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this server answers only requests for its own address",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The Host values a request may carry when no users are configured (empty: any).
+fn allowed_hosts(state: &AppState, address: SocketAddr) -> Vec<String> {
+    if !state.auth.open() {
+        return Vec::new();
+    }
+    let port = address.port();
+    let mut hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        address.to_string(),
+    ];
+    if port == 80 {
+        hosts.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
+    }
+    hosts
+}
+
+pub fn router(state: AppState, address: SocketAddr) -> Router {
+    let hosts = Arc::new(allowed_hosts(&state, address));
+    pages_and_api(state)
+        .layer(axum::middleware::from_fn_with_state(hosts, check_host))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+fn pages_and_api(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -295,7 +364,7 @@ pub async fn serve(
     if state.auth.open() {
         tracing::warn!("no [[http.users]] configured: the web pages are read-only");
     }
-    let app = router(state);
+    let app = router(state, address);
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let tracker = tokio_util::task::TaskTracker::new();
     let mut refused = crate::logging::RateLimitedWarning::new(std::time::Duration::from_secs(10));

@@ -109,11 +109,34 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-pub async fn login_form(Query(query): Query<LoginQuery>) -> Html<String> {
-    login_page(query.next.as_deref().unwrap_or("/worklist"), "", None)
+/// The cookie that carries the login form's CSRF token (double submit: the form sends it
+/// back as `login_csrf`), so another site cannot sign a browser in as someone else.
+const LOGIN_COOKIE: &str = "simgate_login";
+
+/// Where to go after signing in: a local path only. `//host`, `/\host` and `http://host`
+/// are other hosts to a browser; each lands on `/` instead.
+pub fn local_next(next: Option<&str>) -> String {
+    let Some(next) = next.filter(|n| !n.is_empty()) else {
+        return "/worklist".into();
+    };
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    if local { next.to_string() } else { "/".into() }
 }
 
-fn login_page(next: &str, name: &str, problem: Option<&str>) -> Html<String> {
+pub async fn login_form(Query(query): Query<LoginQuery>) -> Response {
+    let token = super::auth::random_token();
+    let cookie = format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict");
+    (
+        [(header::SET_COOKIE, cookie)],
+        login_page(&local_next(query.next.as_deref()), "", None, &token),
+    )
+        .into_response()
+}
+
+fn login_page(next: &str, name: &str, problem: Option<&str>, csrf: &str) -> Html<String> {
     page(
         "Sign in",
         None,
@@ -122,6 +145,7 @@ fn login_page(next: &str, name: &str, problem: Option<&str>) -> Html<String> {
             @if let Some(problem) = problem { div.error { (problem) } }
             form.card method="post" action="/login" style="max-width:22rem" {
                 input type="hidden" name="next" value=(next);
+                input type="hidden" name="login_csrf" value=(csrf);
                 label { "User" input name="name" value=(name) autocomplete="username" required; }
                 label { "Password" input name="password" type="password" autocomplete="current-password" required; }
                 p { button type="submit" { "Sign in" } }
@@ -135,18 +159,34 @@ pub struct LoginForm {
     name: String,
     password: String,
     next: Option<String>,
+    #[serde(default)]
+    login_csrf: String,
 }
 
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     // Only local paths: never redirect elsewhere after a login.
-    let next = form
-        .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
-        .unwrap_or_else(|| "/worklist".into());
+    let next = local_next(form.next.as_deref());
+    let expected = super::auth::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || expected != form.login_csrf {
+        let token = super::auth::random_token();
+        let cookie = format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict");
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::SET_COOKIE, cookie)],
+            login_page(
+                &next,
+                &form.name,
+                Some("The sign-in form was stale: please sign in again."),
+                &token,
+            ),
+        )
+            .into_response();
+    }
     // argon2 runs on the password threads, never on the async workers.
     let session = match state
         .auth
@@ -158,7 +198,12 @@ pub async fn login(
             let error = HttpError::from(refusal);
             let mut response = (
                 error.status(),
-                login_page(&next, &form.name, Some(&error.to_string())),
+                login_page(
+                    &next,
+                    &form.name,
+                    Some(&error.to_string()),
+                    &form.login_csrf,
+                ),
             )
                 .into_response();
             if let Some(seconds) = error.retry_after() {
@@ -182,28 +227,22 @@ pub async fn login(
             tracing::info!(%user, address = %peer.ip(), "sign-in refused");
             (
                 StatusCode::UNAUTHORIZED,
-                login_page(&next, &form.name, Some("Unknown user or wrong password.")),
+                login_page(
+                    &next,
+                    &form.name,
+                    Some("Unknown user or wrong password."),
+                    &form.login_csrf,
+                ),
             )
                 .into_response()
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
-pub async fn logout(
-    State(state): State<AppState>,
-    request: Request,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(caller) = &request.caller
-        && caller.csrf.as_deref() == Some(form.csrf.as_str())
-        && let Some(id) = super::auth::cookie(&headers, SESSION_COOKIE)
-    {
+/// Ends the session of the cookie, whatever the form carries: signing out must always work
+/// (at worst another site signs someone out, which costs them a sign-in).
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = super::auth::cookie(&headers, SESSION_COOKIE) {
         state.auth.logout(&id);
     }
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -315,12 +354,12 @@ pub async fn worklist(
                         tr {
                             td.num { (waiting(s.waiting())) }
                             td { (status_badge(s.status)) }
-                            td { (person(&s.patient_name)) br; span.muted { (s.patient_id) } }
+                            td { bdi { (person(&s.patient_name)) } br; span.muted { bdi { (s.patient_id) } } }
                             td { (dicom_date(&s.study_date)) }
-                            td { (s.station_names.join(", ")) }
-                            td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { (s.study_description) } } }
-                            td { (s.series_descriptions.len()) " series: " span.muted { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(", ")) } }
-                            td { ul.plain { @for f in &s.items.findings { li { (finding_label(&f.code)) @if !f.subject.is_empty() { ": " span.muted { (f.subject) } } } } } }
+                            td { bdi { (s.station_names.join(", ")) } }
+                            td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { bdi { (s.study_description) } } } }
+                            td { (s.series_descriptions.len()) " series: " span.muted { bdi { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(", ")) } } }
+                            td { ul.plain { @for f in &s.items.findings { li { (finding_label(&f.code)) @if !f.subject.is_empty() { ": " span.muted { bdi { (f.subject) } } } } } } }
                             td { ul.plain { @for g in &s.items.suggestions { li { (g.name) " " span.muted { "(" (g.code) ")" } } } } }
                             td { @if s.rt_planning { ul.plain { @for e in &s.items.evidence { li { (e.kind.replace('-', " ")) ": " span.muted { (e.detail) } } } } } }
                         }
@@ -358,16 +397,16 @@ pub async fn study(
             .unwrap_or_else(|| code.to_string())
     };
     let body = html! {
-        h1 { "Study " (study.study_description) }
+        h1 { "Study " bdi { (study.study_description) } }
         div.card {
             p { (status_badge(status)) }
-            p { "Patient: " (person(&study.patient_name)) " (" (study.patient_id) ") · Date: " (dicom_date(&study.study_date)) " · Station: " (study.station_names.join(", ")) }
+            p { "Patient: " bdi { (person(&study.patient_name)) } " (" bdi { (study.patient_id) } ") · Date: " (dicom_date(&study.study_date)) " · Station: " bdi { (study.station_names.join(", ")) } }
             p.muted { "Study Instance UID " (study.study_instance_uid) }
             @if let Some(n) = naming {
                 @if !n.standard_code.is_empty() {
                     p.ok { "Named per the standard: " (n.standard_code) " " (n.standard_name) " (by " (n.matched_by) ")" }
                 }
-                @for f in &n.items.findings { p.warn { (finding_label(&f.code)) ": " (f.subject) } }
+                @for f in &n.items.findings { p.warn { (finding_label(&f.code)) ": " bdi { (f.subject) } } }
                 @if !n.items.suggestions.is_empty() { p { "Nearest standard names: " @for g in &n.items.suggestions { span.badge { (g.code) " " (g.name) } " " } } }
                 @if n.rt_planning {
                     p { "Acquired for radiation treatment planning: " @for e in &n.items.evidence { span.badge { (e.kind.replace('-', " ")) ": " (e.detail) } " " } }
@@ -382,7 +421,7 @@ pub async fn study(
                     tr {
                         td { (s.series_number.map(|n| n.to_string()).unwrap_or_default()) }
                         td { (s.modality) }
-                        td { @if s.series_description.is_empty() { span.muted { "(empty)" } } @else { (s.series_description) } }
+                        td { @if s.series_description.is_empty() { span.muted { "(empty)" } } @else { bdi { (s.series_description) } } }
                         td { (s.kind) }
                         td.num { (s.instance_count) }
                         td { (s.verdict.map(|v| v.as_str()).unwrap_or("")) }
@@ -551,21 +590,9 @@ pub async fn report_csv(
         Ok(result) => result,
         Err(e) => return e.into_response(),
     };
-    let mut csv = format!("{by},G9318,G9319,G9320,total,conformance_rate\n");
-    for r in &rows {
-        let group = if r.group.contains([',', '"', '\n']) {
-            format!("\"{}\"", r.group.replace('"', "\"\""))
-        } else {
-            r.group.clone()
-        };
-        let rate = r
-            .conformance_rate
-            .map(|rate| format!("{rate:.3}"))
-            .unwrap_or_default();
-        csv.push_str(&format!(
-            "{group},{},{},{},{},{rate}\n",
-            r.g9318, r.g9319, r.g9320, r.total
-        ));
+    let mut csv = Vec::new();
+    if let Err(e) = crate::output::report_csv(&mut csv, &by, &rows) {
+        return HttpError::Internal(e.to_string()).into_response();
     }
     (
         [

@@ -243,17 +243,47 @@ fn the_api_lists_details_and_documents_reasons_with_the_right_refusals() {
     assert_eq!(queue.status(), StatusCode::OK);
 }
 
-/// Signs in through the login form and returns the session cookie.
-fn sign_in(app: &App, http: &Client, name: &str) -> String {
-    let response = http
-        .post(url(app, "/login"))
+/// Fetches the login form as a browser would: its CSRF cookie and the same token in the form.
+fn login_form(app: &App, http: &Client) -> (String, String) {
+    let form = http.get(url(app, "/login")).send().expect("login form");
+    let cookie = form.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let body = form.text().expect("page");
+    let marker = "name=\"login_csrf\" value=\"";
+    let start = body.find(marker).expect("a login_csrf field") + marker.len();
+    let token = body[start..].split('"').next().expect("value").to_string();
+    (cookie, token)
+}
+
+/// Posts the login form (fetched first) with this name, password and next.
+fn login_attempt(
+    app: &App,
+    http: &Client,
+    name: &str,
+    password: &str,
+    next: &str,
+) -> reqwest::blocking::Response {
+    let (cookie, token) = login_form(app, http);
+    http.post(url(app, "/login"))
+        .header("cookie", cookie)
         .form(&[
             ("name", name),
-            ("password", PASSWORD),
-            ("next", "/worklist"),
+            ("password", password),
+            ("next", next),
+            ("login_csrf", &token),
         ])
         .send()
-        .expect("login");
+        .expect("login")
+}
+
+/// Signs in through the login form and returns the session cookie.
+fn sign_in(app: &App, http: &Client, name: &str) -> String {
+    let response = login_attempt(app, http, name, PASSWORD, "/worklist");
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {name}");
     let cookie = response.headers()["set-cookie"]
         .to_str()
@@ -518,15 +548,7 @@ fn wrong_passwords_are_throttled_and_the_name_stays_out_of_the_log() {
     let http = client();
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let response = http
-            .post(url(&app, "/login"))
-            .form(&[
-                ("name", "curie"),
-                ("password", "not-it"),
-                ("next", "/worklist"),
-            ])
-            .send()
-            .expect("login");
+        let response = login_attempt(&app, &http, "curie", "not-it", "/worklist");
         statuses.push(response.status());
     }
     assert_eq!(statuses[..4], [StatusCode::UNAUTHORIZED; 4], "{statuses:?}");
@@ -537,15 +559,7 @@ fn wrong_passwords_are_throttled_and_the_name_stays_out_of_the_log() {
         "after 4 failures every attempt waits: {statuses:?}"
     );
     // Throttled means not even the right password is checked until the wait is over.
-    let right = http
-        .post(url(&app, "/login"))
-        .form(&[
-            ("name", "curie"),
-            ("password", PASSWORD),
-            ("next", "/worklist"),
-        ])
-        .send()
-        .expect("login");
+    let right = login_attempt(&app, &http, "curie", PASSWORD, "/worklist");
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(right.headers().contains_key("retry-after"));
     let log = app.wait_for_log("throttling");
@@ -584,4 +598,97 @@ fn a_client_that_never_finishes_its_headers_is_closed() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let ok = client().get(url(&app, "/healthz")).send().expect("healthz");
     assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[test]
+fn sign_in_lands_only_on_local_paths_and_needs_its_form() {
+    let app = App::spawn_full("", "", "", &user("curie", "physician"));
+    let http = client();
+    for (next, lands) in [
+        ("/\\evil.example/x", "/"),
+        ("//evil.example/x", "/"),
+        ("http://evil.example/x", "/"),
+        ("/studies?x=1", "/studies?x=1"),
+    ] {
+        let response = login_attempt(&app, &http, "curie", PASSWORD, next);
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], lands, "{next}");
+    }
+    // A login posted without the form's token (from another site) is refused.
+    let forged = http
+        .post(url(&app, "/login"))
+        .form(&[("name", "curie"), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .expect("login");
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Logout ends the session even without the form's CSRF token.
+    let cookie = sign_in(&app, &http, "curie");
+    let out = http
+        .post(url(&app, "/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "")])
+        .send()
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = http
+        .get(url(&app, "/api/queue"))
+        .header("cookie", &cookie)
+        .send()
+        .expect("request");
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "the session is gone"
+    );
+}
+
+#[test]
+fn pages_carry_security_headers_and_the_open_mode_checks_the_host() {
+    let app = App::spawn();
+    let http = client();
+    let page = http.get(url(&app, "/worklist")).send().expect("worklist");
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("default-src 'none'")
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+    let rebound = http
+        .get(url(&app, "/worklist"))
+        .header("host", "evil.example")
+        .send()
+        .expect("request");
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[test]
+fn report_and_study_csv_cells_cannot_start_a_formula() {
+    let app = App::spawn();
+    let mut spec = StudySpec::planning_ct(2, 71);
+    spec.with_rt_objects = false;
+    spec.rows = 64;
+    spec.columns = 64;
+    spec.study_description = "=HYPERLINK(\"http://evil.example\")".into();
+    spec.station_name = "+CTSIM".into();
+    send(&app, &spec);
+    let cli = app.cli(&["studies", "--csv"]);
+    assert_success(&cli, "simgate studies --csv");
+    let text = String::from_utf8_lossy(&cli.stdout).into_owned();
+    assert!(text.contains("'=HYPERLINK"), "{text}");
+    assert!(
+        !text.contains(",=HYPERLINK") && !text.contains(",\"=HYPERLINK"),
+        "{text}"
+    );
+    let report = client()
+        .get(url(&app, "/report.csv?by=station"))
+        .send()
+        .expect("report.csv");
+    let body = report.text().expect("csv");
+    assert!(body.contains("'+CTSIM"), "{body}");
 }

@@ -462,3 +462,23 @@ fn one_address_cannot_take_every_association_slot() {
     assert_success(&app.echoscu(), "echoscu once the address has a slot again");
     second.release().expect("release");
 }
+
+#[test]
+fn control_characters_from_the_network_cannot_forge_log_lines() {
+    let app = App::spawn();
+    // A calling AE title with a newline and an escape sequence: refused or not, the log shows
+    // it escaped, on one line.
+    let _ = ClientAssociationOptions::new()
+        .calling_ae_title("EV\nFAKE\u{1b}[2J")
+        .called_ae_title("SIMGATE")
+        .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_VR_LE])
+        .read_timeout(Duration::from_secs(10))
+        .establish_with(&format!("SIMGATE@127.0.0.1:{}", app.port))
+        .map(|a| a.release());
+    let line = app.wait_for_log("FAKE");
+    assert!(!app.log().contains('\u{1b}'), "no raw escape in the log");
+    assert!(
+        !app.log().lines().any(|l| l.starts_with("FAKE")),
+        "no forged line: {line}"
+    );
+}
