@@ -36,7 +36,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# Smoke runs of the long scripts (their figures mean nothing on a debug build; the full runs are
+# Smoke runs of the long scripts (abuse.sh fails if any DICOM operation failed under attack) (their figures mean nothing on a debug build; the full runs are
 # `scripts/fault-trials.sh` and `scripts/bench.sh`, reported in the README).
 debug="${CARGO_TARGET_DIR:-target}/debug"
 echo "==> smoke: fault trials and benchmark on the debug build"
@@ -44,5 +44,6 @@ cargo build --workspace --bins --locked
 export BENCH_SKIP_BUILD=1 SIMGATE_BIN="$debug/simgate" SIMGATE_GEN_BIN="$debug/simgate-gen"
 TRIALS=2 TRIALS_DIR="${CARGO_TARGET_DIR:-target}/smoke/fault-trials" scripts/fault-trials.sh
 BENCH_REPS=1 BENCH_MODES=1 BENCH_DIR="${CARGO_TARGET_DIR:-target}/smoke" scripts/bench.sh >/dev/null
+ABUSE_SECONDS=3 ABUSE_DIR="${CARGO_TARGET_DIR:-target}/smoke/abuse" scripts/abuse.sh >/dev/null
 echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${SIMGATE_TEST_THREADS:-4}"

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -123,21 +123,45 @@ pub fn token_digest(token: &str) -> String {
     )
 }
 
-fn verify(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_ok()
-    })
-}
-
 /// Equal, without an early exit that would time the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A job for the password threads: verify, then answer.
-type Check = Box<dyn FnOnce() + Send>;
+/// A job for the password threads: verify with the thread's argon2 memory, then answer.
+type Check = Box<dyn FnOnce(&mut Vec<argon2::Block>) + Send>;
+
+/// Verifies a password against a PHC string with argon2 memory the caller keeps: each
+/// password thread reuses its blocks instead of allocating ~19 MiB per check (the allocator
+/// kept such blocks around per check, and a login flood grew the process by hundreds of MB).
+fn verify_reusing(secret: &str, hash: &str, blocks: &mut Vec<argon2::Block>) -> bool {
+    use argon2::{Algorithm, Params, Version};
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        Algorithm::try_from(parsed.algorithm.as_str()),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let count = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    blocks.resize(count, argon2::Block::default());
+    let expected: &[u8] = expected.as_ref();
+    let mut out = vec![0u8; expected.len()];
+    argon2
+        .hash_password_into_with_memory(secret.as_bytes(), salt.as_ref(), &mut out, &mut blocks[..])
+        .is_ok()
+        && constant_time_eq(&out, expected)
+}
 
 /// The password threads and their short queue.
 #[derive(Debug)]
@@ -154,13 +178,14 @@ impl PasswordPool {
             let spawned = std::thread::Builder::new()
                 .name(format!("password-{n}"))
                 .spawn(move || {
+                    let mut blocks = Vec::new();
                     loop {
                         let job = match queue.lock() {
                             Ok(queue) => queue.recv(),
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => job(&mut blocks),
                             Err(_) => return,
                         }
                     }
@@ -175,8 +200,8 @@ impl PasswordPool {
     /// Verifies on a password thread; `Busy` at once when the queue is full.
     async fn verify(&self, secret: String, hash: String) -> Result<bool, Refusal> {
         let (answer, outcome) = tokio::sync::oneshot::channel();
-        let job: Check = Box::new(move || {
-            let _ = answer.send(verify(&secret, &hash));
+        let job: Check = Box::new(move |blocks| {
+            let _ = answer.send(verify_reusing(&secret, &hash, blocks));
         });
         match self.jobs.try_send(job) {
             Ok(()) => outcome.await.map_err(|_| Refusal::Busy),
@@ -450,6 +475,19 @@ mod tests {
             }],
             Duration::from_secs(60),
         )
+    }
+
+    #[test]
+    fn passwords_verify_with_reused_memory() {
+        let hash = hash_secret("radium").expect("hash");
+        let mut blocks = Vec::new();
+        assert!(verify_reusing("radium", &hash, &mut blocks));
+        assert!(!verify_reusing("polonium", &hash, &mut blocks));
+        assert!(
+            verify_reusing("radium", &hash, &mut blocks),
+            "the same memory again"
+        );
+        assert!(!verify_reusing("radium", "not a hash", &mut blocks));
     }
 
     #[tokio::test]
