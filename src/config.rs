@@ -135,6 +135,33 @@ pub struct ListenerConfig {
     pub extra_sop_classes: Vec<String>,
     /// Empty: every standard storage SOP class (plus `extra_sop_classes`). Otherwise only these.
     pub only_sop_classes: Vec<String>,
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// The TLS listener beside the plain one (`[listener.tls]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerTlsConfig {
+    pub bind: SocketAddr,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// Set: a client certificate signed by this CA is required (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS towards a destination (`tls = { ca = ..., certificate = ..., private_key = ... }`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationTlsConfig {
+    /// The CA the destination's certificate must be signed by.
+    pub ca: PathBuf,
+    /// simgate's own certificate and key, for destinations that ask for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// HTTPS for the web side (`[http.tls]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpTlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +188,7 @@ pub struct DestinationConfig {
     pub modalities: Vec<String>,
     /// Only instances received from these calling AE titles (empty: all).
     pub from_calling_ae_titles: Vec<AeTitle>,
+    pub tls: Option<DestinationTlsConfig>,
 }
 
 /// A remote AE known by title, and where to connect to reach it.
@@ -279,6 +307,17 @@ pub struct HttpConfig {
     /// A request must be answered within this.
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
+    pub tls: Option<HttpTlsConfig>,
+    /// A TLS proxy in front terminates HTTPS: a plain bind beyond loopback is allowed then,
+    /// and cookies are marked Secure.
+    pub behind_tls_proxy: bool,
+}
+
+impl HttpConfig {
+    /// Browsers reach the pages over HTTPS (here or at a proxy): cookies are marked Secure.
+    pub fn https(&self) -> bool {
+        self.tls.is_some() || self.behind_tls_proxy
+    }
 }
 
 /// How forwarders retry and pace themselves.
@@ -486,7 +525,34 @@ impl Resolver<'_> {
             shutdown_deadline: self.duration("listener.shutdown_deadline", &l.shutdown_deadline)?,
             extra_sop_classes: l.extra_sop_classes,
             only_sop_classes: l.only_sop_classes,
+            tls: match l.tls {
+                None => None,
+                Some(t) => Some(ListenerTlsConfig {
+                    bind: t.bind.parse().map_err(|_| {
+                        self.invalid(
+                            "listener.tls.bind",
+                            format!(
+                                "{:?} is not an address:port such as \"127.0.0.1:2762\"",
+                                t.bind
+                            ),
+                        )
+                    })?,
+                    certificate: self.path_from_base(t.certificate),
+                    private_key: self.path_from_base(t.private_key),
+                    client_ca: t.client_ca.map(|p| self.path_from_base(p)),
+                }),
+            },
         };
+        if listener
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.bind == listener.bind && t.bind.port() != 0)
+        {
+            return Err(self.invalid(
+                "listener.tls.bind",
+                "must differ from listener.bind: the plain and the TLS listener run side by side",
+            ));
+        }
 
         let s = raw.storage;
         if s.dir.as_os_str().is_empty() {
@@ -577,6 +643,24 @@ impl Resolver<'_> {
                     .iter()
                     .map(|a| ae(a))
                     .collect::<Result<_, _>>()?,
+                tls: match d.tls {
+                    None => None,
+                    Some(t) => Some(DestinationTlsConfig {
+                        ca: self.path_from_base(t.ca),
+                        identity: match (t.certificate, t.private_key) {
+                            (Some(c), Some(k)) => {
+                                Some((self.path_from_base(c), self.path_from_base(k)))
+                            }
+                            (None, None) => None,
+                            _ => {
+                                return Err(self.invalid(
+                                    "destinations.tls",
+                                    format!("{}: certificate and private_key go together", d.name),
+                                ));
+                            }
+                        },
+                    }),
+                },
                 name: d.name,
                 address: d.address,
                 sop_classes: d.sop_classes,
@@ -641,6 +725,12 @@ impl Resolver<'_> {
                 "with no [[http.users]] the web pages are read-only and served on loopback only; add users or bind 127.0.0.1",
             ));
         }
+        if h.tls.is_none() && !h.behind_tls_proxy && bind.is_some_and(|b| !b.ip().is_loopback()) {
+            return Err(self.invalid(
+                "http.bind",
+                "passwords would travel in clear beyond loopback: add [http.tls] (certificate, private_key), or set http.behind_tls_proxy = true when a TLS proxy sits in front",
+            ));
+        }
         let mut names = BTreeSet::new();
         for user in &h.users {
             if user.name.trim().is_empty() || !names.insert(user.name.clone()) {
@@ -682,6 +772,11 @@ impl Resolver<'_> {
             header_read_timeout: self
                 .duration("http.header_read_timeout", &h.header_read_timeout)?,
             request_timeout: self.duration("http.request_timeout", &h.request_timeout)?,
+            tls: h.tls.map(|t| HttpTlsConfig {
+                certificate: self.path_from_base(t.certificate),
+                private_key: self.path_from_base(t.private_key),
+            }),
+            behind_tls_proxy: h.behind_tls_proxy,
         };
         Ok(Config {
             listener,
@@ -857,6 +952,8 @@ struct RawHttp {
     max_connections: usize,
     header_read_timeout: String,
     request_timeout: String,
+    tls: Option<RawHttpTls>,
+    behind_tls_proxy: bool,
 }
 
 impl Default for RawHttp {
@@ -868,6 +965,8 @@ impl Default for RawHttp {
             max_connections: 64,
             header_read_timeout: "10s".into(),
             request_timeout: "30s".into(),
+            tls: None,
+            behind_tls_proxy: false,
         }
     }
 }
@@ -885,6 +984,7 @@ struct RawDestination {
     modalities: Vec<String>,
     #[serde(default)]
     from_calling_ae_titles: Vec<String>,
+    tls: Option<RawDestinationTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -998,6 +1098,31 @@ struct RawListener {
     extra_sop_classes: Vec<String>,
     #[serde(default)]
     only_sop_classes: Vec<String>,
+    tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerTls {
+    bind: String,
+    certificate: PathBuf,
+    private_key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestinationTls {
+    ca: PathBuf,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTls {
+    certificate: PathBuf,
+    private_key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ pub mod scp;
 pub mod service;
 pub mod spool;
 pub mod store;
+pub mod tls;
 
 /// An error and all its causes on one line, for logs and messages.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -56,6 +56,19 @@ pub enum AppError {
     Control(#[from] crate::control::ControlError),
     #[error("another simgate is serving this storage folder (it holds {0})")]
     InUse(PathBuf),
+    #[error("TLS")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot start forwarding")]
+    Forward(#[from] crate::forward::StartError),
+}
+
+/// Every socket simgate listens on, bound before anything else starts.
+pub struct Listeners {
+    pub dicom: TcpListener,
+    pub dicom_tls: Option<crate::scp::TlsListener>,
+    pub http: Option<TcpListener>,
+    /// HTTPS: the web side's TLS configuration.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The HTTP side's own runtime: its async workers and blocking threads (reads, health checks).
@@ -67,6 +80,7 @@ const HTTP_BLOCKING_THREADS: usize = 8;
 /// has stopped.
 fn serve_http_apart(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: crate::http::AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
@@ -84,7 +98,7 @@ fn serve_http_apart(
             match runtime {
                 Ok(runtime) => runtime.block_on(async move {
                     let served = match TcpListener::from_std(listener) {
-                        Ok(listener) => crate::http::serve(listener, state, shutdown).await,
+                        Ok(listener) => crate::http::serve(listener, tls, state, shutdown).await,
                         Err(e) => Err(e),
                     };
                     if let Err(e) = served {
@@ -111,10 +125,34 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
             .await
             .map_err(|source| AppError::Bind { address, source })
     };
-    let listener = bind(config.listener.bind).await?;
-    let http_listener = match config.http.bind {
-        Some(address) => Some(bind(address).await?),
+    // Certificates and keys are read now: a wrong path stops the start with its name.
+    let dicom_tls = match &config.listener.tls {
+        Some(t) => Some(crate::scp::TlsListener {
+            config: crate::tls::server_config(
+                &t.certificate,
+                &t.private_key,
+                t.client_ca.as_deref(),
+            )?,
+            listener: bind(t.bind).await?,
+        }),
         None => None,
+    };
+    let http_tls = match &config.http.tls {
+        Some(t) => Some(crate::tls::server_config(
+            &t.certificate,
+            &t.private_key,
+            None,
+        )?),
+        None => None,
+    };
+    let listeners = Listeners {
+        dicom: bind(config.listener.bind).await?,
+        dicom_tls,
+        http: match config.http.bind {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        },
+        http_tls,
     };
     let (policy_tx, policy) = watch::channel(Arc::new(config.reloadable_policy()));
     let naming = tokio::task::spawn_blocking({
@@ -131,14 +169,13 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let (naming_tx, naming) = watch::channel(Arc::new(naming));
     let shutdown = CancellationToken::new();
     spawn_signal_handlers(config_path, policy_tx, naming_tx, shutdown.clone())?;
-    run(listener, http_listener, config, policy, naming, shutdown).await
+    run(listeners, config, policy, naming, shutdown).await
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then drains associations within the
 /// configured deadline.
 pub async fn run(
-    listener: TcpListener,
-    http_listener: Option<TcpListener>,
+    listeners: Listeners,
     config: Arc<Config>,
     policy: watch::Receiver<Arc<ReloadablePolicy>>,
     naming: watch::Receiver<Arc<Naming>>,
@@ -194,6 +231,12 @@ pub async fn run(
         }
         .run(),
     );
+    let Listeners {
+        dicom: listener,
+        dicom_tls,
+        http: http_listener,
+        http_tls,
+    } = listeners;
     if let Some(http) = http_listener {
         let state = crate::http::AppState::new(
             service.clone(),
@@ -203,7 +246,7 @@ pub async fn run(
             policy.clone(),
         );
         let stop = shutdown.clone();
-        let done = serve_http_apart(http, state, stop).map_err(AppError::Thread)?;
+        let done = serve_http_apart(http, http_tls, state, stop).map_err(AppError::Thread)?;
         tracker.spawn(async move {
             let _ = done.await;
         });
@@ -221,6 +264,17 @@ pub async fn run(
         durability = ?config.storage.durability,
         "DICOM listener ready"
     );
+    if let Some(t) = &dicom_tls {
+        let address = t.listener.local_addr().map_err(|source| AppError::Bind {
+            address: config.listener.bind,
+            source,
+        })?;
+        tracing::info!(
+            address = %address,
+            client_certificates = config.listener.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "DICOM TLS listener ready"
+        );
+    }
     let context = ReceiveContext {
         spool,
         service,
@@ -231,6 +285,7 @@ pub async fn run(
     };
     crate::scp::listen(
         listener,
+        dicom_tls,
         Arc::new(config.listener.clone()),
         context,
         shutdown,

@@ -148,7 +148,7 @@ async fn send_report(config: &Config, requester: &str, report: &Report) -> Resul
         )
         // simgate, the association requestor, acts as the SCP of the SOP class (PS3.4 J.3.3).
         .with_role_selection(STORAGE_COMMITMENT_PUSH_MODEL, false, true);
-    let mut association = establish(options, address)
+    let mut association = establish(options, address, None)
         .await
         .map_err(|e| error_chain(&e))?;
     let Some((pc, ts)) = association

@@ -28,9 +28,18 @@ pub struct Shared<'a> {
     pub metrics: &'a Arc<Metrics>,
 }
 
+/// Why forwarding could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS towards a destination")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// Puts rows a previous run left in flight back in the queue, then starts one forwarder per
 /// destination.
-pub async fn start(shared: Shared<'_>) -> Result<(), StoreError> {
+pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
     let requeued = shared.index.execute(|db| db.requeue_in_flight()).await?;
     if requeued > 0 {
         tracing::info!(
@@ -47,6 +56,7 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StoreError> {
                 destination.clone(),
                 config.forward.clone(),
                 config.storage.dir.clone(),
+                scu::ClientTls::for_destination(destination)?,
             ),
             settings: config.forward.clone(),
             index: shared.index.clone(),

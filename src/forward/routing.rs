@@ -60,6 +60,7 @@ mod tests {
                 .iter()
                 .map(|a| AeTitle::parse(a).expect("ae"))
                 .collect(),
+            tls: None,
         }
     }
 

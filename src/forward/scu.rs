@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_ul::Pdu;
@@ -55,30 +56,132 @@ pub trait Link {
         &mut self,
         pdu: &Pdu,
     ) -> impl std::future::Future<Output = Result<(), dicom_ul::association::Error>> + Send;
+    fn receive_pdu(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Pdu, dicom_ul::association::Error>> + Send;
     fn peer_max_pdu(&self) -> u32;
 }
 
-impl Link for AsyncClientAssociation<TcpStream> {
+impl<S> Link for AsyncClientAssociation<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
         self.send(pdu).await
+    }
+    async fn receive_pdu(&mut self) -> Result<Pdu, dicom_ul::association::Error> {
+        self.receive().await
     }
     fn peer_max_pdu(&self) -> u32 {
         self.peer_max_pdu_length()
     }
 }
 
-impl Link for dicom_ul::association::AsyncServerAssociation<TcpStream> {
+impl<S> Link for dicom_ul::association::AsyncServerAssociation<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
         self.send(pdu).await
     }
+    async fn receive_pdu(&mut self) -> Result<Pdu, dicom_ul::association::Error> {
+        self.receive().await
+    }
     fn peer_max_pdu(&self) -> u32 {
         self.peer_max_pdu_length()
+    }
+}
+
+/// An association to a destination, over plain TCP or TLS.
+pub enum Client {
+    Plain(Box<AsyncClientAssociation<TcpStream>>),
+    Tls(Box<AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>>),
+}
+
+impl Client {
+    pub async fn send(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
+        self.send_pdu(pdu).await
+    }
+
+    pub fn presentation_contexts(&self) -> &[dicom_ul::pdu::PresentationContextNegotiated] {
+        match self {
+            Client::Plain(a) => a.presentation_contexts(),
+            Client::Tls(a) => a.presentation_contexts(),
+        }
+    }
+
+    pub async fn release(self) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Client::Plain(a) => a.release().await,
+            Client::Tls(a) => a.release().await,
+        }
+    }
+
+    pub async fn abort(self) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Client::Plain(a) => a.abort().await,
+            Client::Tls(a) => a.abort().await,
+        }
+    }
+}
+
+impl Link for Client {
+    async fn send_pdu(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Client::Plain(a) => a.send(pdu).await,
+            Client::Tls(a) => a.send(pdu).await,
+        }
+    }
+    async fn receive_pdu(&mut self) -> Result<Pdu, dicom_ul::association::Error> {
+        match self {
+            Client::Plain(a) => a.receive().await,
+            Client::Tls(a) => a.receive().await,
+        }
+    }
+    fn peer_max_pdu(&self) -> u32 {
+        match self {
+            Client::Plain(a) => a.peer_max_pdu_length(),
+            Client::Tls(a) => a.peer_max_pdu_length(),
+        }
+    }
+}
+
+/// TLS towards a destination: the client configuration and the name its certificate must
+/// carry (the host of its address).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
+
+impl ClientTls {
+    /// For a destination with `tls`, reading its CA (and simgate's certificate) now.
+    pub fn for_destination(
+        destination: &DestinationConfig,
+    ) -> Result<Option<ClientTls>, crate::tls::TlsError> {
+        let Some(tls) = &destination.tls else {
+            return Ok(None);
+        };
+        let identity = tls
+            .identity
+            .as_ref()
+            .map(|(certificate, key)| (certificate.as_path(), key.as_path()));
+        let host = destination
+            .address
+            .rsplit_once(':')
+            .map_or(destination.address.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        Ok(Some(ClientTls {
+            config: crate::tls::client_config(&tls.ca, identity)?,
+            server_name: host.to_string(),
+        }))
     }
 }
 
 /// An open association and what it accepted.
 struct Open {
-    association: AsyncClientAssociation<TcpStream>,
+    association: Client,
     /// (abstract syntax, transfer syntax, presentation context id)
     accepted: Vec<(String, String, u8)>,
     /// The (abstract syntax, transfer syntax) pairs this association proposed exactly.
@@ -91,6 +194,7 @@ pub struct Scu {
     destination: DestinationConfig,
     settings: ForwardConfig,
     storage_dir: PathBuf,
+    tls: Option<ClientTls>,
     open: Option<Open>,
     /// Every (SOP class, transfer syntax) seen in the queue, proposed exactly as stored; the
     /// most recently seen last.
@@ -102,11 +206,13 @@ impl Scu {
         destination: DestinationConfig,
         settings: ForwardConfig,
         storage_dir: PathBuf,
+        tls: Option<ClientTls>,
     ) -> Scu {
         Scu {
             destination,
             settings,
             storage_dir,
+            tls,
             open: None,
             known: Vec::new(),
         }
@@ -157,7 +263,7 @@ impl Scu {
                 VERIFICATION.to_string(),
                 vec![IMPLICIT_VR_LITTLE_ENDIAN.to_string()],
             );
-        let mut association = establish(options, &d.address).await?;
+        let mut association = establish(options, &d.address, self.tls.as_ref()).await?;
         let pc = association
             .presentation_contexts()
             .iter()
@@ -307,7 +413,7 @@ impl Scu {
         }
         let proposed_count = proposed.len();
         tracing::debug!(destination = %d.name, proposed = proposed_count, "requesting association");
-        let association = establish(options, &d.address).await?;
+        let association = establish(options, &d.address, self.tls.as_ref()).await?;
         let accepted = association
             .presentation_contexts()
             .iter()
@@ -329,18 +435,34 @@ impl Scu {
     }
 }
 
-/// Opens an association with TCP_NODELAY, telling a rejection (transient or permanent) from a
-/// connection that could not be made.
+/// Opens an association (over TLS with `tls`) with TCP_NODELAY, telling a rejection
+/// (transient or permanent) from a connection that could not be made.
 pub async fn establish(
     options: ClientAssociationOptions<'_>,
     address: &str,
-) -> Result<AsyncClientAssociation<TcpStream>, ForwardError> {
-    match options.establish_async(address).await {
-        Ok(mut association) => {
-            // DIMSE is request/response: Nagle would delay every command (DICOM-NOTES).
-            let _ = association.inner_stream().set_nodelay(true);
-            Ok(association)
-        }
+    tls: Option<&ClientTls>,
+) -> Result<Client, ForwardError> {
+    let established = match tls {
+        None => options
+            .establish_async(address)
+            .await
+            .map(|mut association| {
+                // DIMSE is request/response: Nagle would delay every command (DICOM-NOTES).
+                let _ = association.inner_stream().set_nodelay(true);
+                Client::Plain(Box::new(association))
+            }),
+        Some(tls) => options
+            .tls_config(Arc::clone(&tls.config))
+            .server_name(&tls.server_name)
+            .establish_tls_async(address)
+            .await
+            .map(|mut association| {
+                let _ = association.inner_stream().get_mut().0.set_nodelay(true);
+                Client::Tls(Box::new(association))
+            }),
+    };
+    match established {
+        Ok(client) => Ok(client),
         Err(dicom_ul::association::Error::Rejected { association_rj, .. }) => {
             Err(ForwardError::Rejected {
                 transient: association_rj.result == AssociationRJResult::Transient,
@@ -600,13 +722,13 @@ async fn convert(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ForwardEr
 }
 
 /// Reads PDUs until a complete command set arrives; data PDVs are ignored.
-pub async fn receive_response(
-    association: &mut AsyncClientAssociation<TcpStream>,
+pub async fn receive_response<L: Link>(
+    association: &mut L,
     timeout: Duration,
 ) -> Result<ResponseFields, ForwardError> {
     let mut command = Vec::new();
     loop {
-        match association.receive().await {
+        match association.receive_pdu().await {
             Ok(Pdu::PData { data }) => {
                 for value in data {
                     if value.value_type != PDataValueType::Command {

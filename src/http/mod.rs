@@ -348,19 +348,19 @@ fn pages_and_api(state: AppState) -> Router {
 /// keep-alive connections and slow-header clients) and one for each answer.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
-
     let address = listener.local_addr()?;
     let settings = state.config().http.clone();
     tracing::info!(
         address = %address,
         users = settings.users.len(),
+        https = tls.is_some(),
         "HTTP listener ready"
     );
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     if state.auth.open() {
         tracing::warn!("no [[http.users]] configured: the web pages are read-only");
     }
@@ -389,27 +389,84 @@ pub async fn serve(
         };
         let app = app.clone();
         let request_timeout = settings.request_timeout;
-        let service =
-            hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    let app = app.clone();
-                    async move {
-                        let answer = app.oneshot(request.map(axum::body::Body::new));
-                        match tokio::time::timeout(request_timeout, answer).await {
-                            Ok(response) => response,
-                            Err(_) => Ok((StatusCode::SERVICE_UNAVAILABLE, "request timed out")
-                                .into_response()),
-                        }
-                    }
-                },
-            );
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+        let header_read_timeout = settings.header_read_timeout;
         let stop = shutdown.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
+            match acceptor {
+                None => {
+                    serve_connection(
+                        stream,
+                        app,
+                        peer,
+                        header_read_timeout,
+                        request_timeout,
+                        stop,
+                    )
+                    .await
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head.
+                    match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(
+                                stream,
+                                app,
+                                peer,
+                                header_read_timeout,
+                                request_timeout,
+                                stop,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, cause = %e, "HTTPS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// Serves one HTTP/1.1 connection (plain or TLS) until it ends or shutdown.
+async fn serve_connection<I>(
+    stream: I,
+    app: Router,
+    peer: SocketAddr,
+    header_read_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            async move {
+                let answer = app.oneshot(request.map(axum::body::Body::new));
+                match tokio::time::timeout(request_timeout, answer).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        Ok((StatusCode::SERVICE_UNAVAILABLE, "request timed out").into_response())
+                    }
+                }
+            }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    {
+        {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
@@ -422,12 +479,8 @@ pub async fn serve(
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connection).await;
                 }
             }
-            drop(permit);
-        });
+        }
     }
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
 }
 
 /// Validates a YYYY-MM-DD date parameter.

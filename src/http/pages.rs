@@ -126,9 +126,23 @@ pub fn local_next(next: Option<&str>) -> String {
     if local { next.to_string() } else { "/".into() }
 }
 
-pub async fn login_form(Query(query): Query<LoginQuery>) -> Response {
+/// A cookie as simgate sets them: HttpOnly, SameSite=Strict, and Secure when browsers come
+/// over HTTPS.
+fn cookie(state: &AppState, name: &str, value: &str, path: &str, extra: &str) -> String {
+    let secure = if state.config().http.https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}{extra}")
+}
+
+pub async fn login_form(
+    State(state): State<AppState>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let token = super::auth::random_token();
-    let cookie = format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict");
+    let cookie = cookie(&state, LOGIN_COOKIE, &token, "/login", "");
     (
         [(header::SET_COOKIE, cookie)],
         login_page(&local_next(query.next.as_deref()), "", None, &token),
@@ -174,7 +188,7 @@ pub async fn login(
     let expected = super::auth::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || expected != form.login_csrf {
         let token = super::auth::random_token();
-        let cookie = format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict");
+        let cookie = cookie(&state, LOGIN_COOKIE, &token, "/login", "");
         return (
             StatusCode::FORBIDDEN,
             [(header::SET_COOKIE, cookie)],
@@ -220,7 +234,7 @@ pub async fn login(
     match session {
         Some(id) => {
             tracing::info!(%user, "signed in");
-            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            let cookie = cookie(&state, SESSION_COOKIE, &id, "/", "");
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
         None => {
@@ -245,7 +259,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     if let Some(id) = super::auth::cookie(&headers, SESSION_COOKIE) {
         state.auth.logout(&id);
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = cookie(&state, SESSION_COOKIE, "", "/", "; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }
 

@@ -202,36 +202,73 @@ pub fn negotiation(
     options
 }
 
-/// Negotiates and serves one association to its end.
+/// The byte stream under an association: plain TCP, or TLS over it.
+pub trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Transport for S {}
+
+/// Negotiates (after the TLS handshake, with `tls`) and serves one association to its end.
 pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     negotiation: Arc<Negotiation>,
+    tls: bool,
     context: ReceiveContext,
     request_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let established = tokio::time::timeout(request_timeout, negotiation.establish_async(socket));
-    let association = match established.await {
-        Err(_) => {
-            context.metrics.rejection("association-request-timeout");
-            tracing::info!(%peer, timeout_s = request_timeout.as_secs(), "association request not complete in time: closed");
-            return;
-        }
-        Ok(Ok(association)) => association,
-        Ok(Err(e)) => {
-            let cause = match &e {
-                dicom_ul::association::Error::Rejected { association_rj, .. } => {
-                    format!("association-rejected: {}", association_rj.source)
-                }
-                _ => "association-setup-failed".to_string(),
-            };
-            context.metrics.rejection(&cause);
-            tracing::info!(%peer, cause = %crate::error_chain(&e), "association refused");
-            return;
-        }
+    let timed_out = |context: &ReceiveContext| {
+        context.metrics.rejection("association-request-timeout");
+        tracing::info!(%peer, timeout_s = request_timeout.as_secs(), "association request not complete in time: closed");
     };
+    if tls {
+        let established =
+            tokio::time::timeout(request_timeout, negotiation.establish_tls_async(socket));
+        match established.await {
+            Err(_) => timed_out(&context),
+            Ok(Ok(association)) => run(association, peer, context, shutdown, started, "tls").await,
+            Ok(Err(e)) => refused(&context, peer, &e),
+        }
+    } else {
+        let established =
+            tokio::time::timeout(request_timeout, negotiation.establish_async(socket));
+        match established.await {
+            Err(_) => timed_out(&context),
+            Ok(Ok(association)) => {
+                run(association, peer, context, shutdown, started, "plain").await
+            }
+            Ok(Err(e)) => refused(&context, peer, &e),
+        }
+    }
+}
+
+/// Logs why an association (or its TLS handshake) did not come about.
+fn refused(context: &ReceiveContext, peer: SocketAddr, e: &dicom_ul::association::Error) {
+    let cause = match e {
+        dicom_ul::association::Error::Rejected { association_rj, .. } => {
+            format!("association-rejected: {}", association_rj.source)
+        }
+        dicom_ul::association::Error::TlsHandshake { .. } => "tls-handshake".to_string(),
+        _ => "association-setup-failed".to_string(),
+    };
+    context.metrics.rejection(&cause);
+    if matches!(e, dicom_ul::association::Error::TlsHandshake { .. }) {
+        tracing::warn!(%peer, cause = %crate::error_chain(e), "TLS handshake failed on the TLS DICOM port (a plain DICOM client there? an untrusted certificate?)");
+    } else {
+        tracing::info!(%peer, cause = %crate::error_chain(e), "association refused");
+    }
+}
+
+/// Serves an established association to its end.
+async fn run<S: Transport>(
+    association: AsyncServerAssociation<S>,
+    peer: SocketAddr,
+    context: ReceiveContext,
+    shutdown: CancellationToken,
+    started: Instant,
+    transport: &'static str,
+) {
     if let Some(problem) = context_id_problem(association.presentation_contexts()) {
         context.metrics.rejection("presentation-context-id");
         tracing::warn!(%peer, calling_ae_title = %printable(association.peer_ae_title()), %problem, "association aborted: presentation context IDs break PS3.8 9.3.2.2");
@@ -267,7 +304,7 @@ pub async fn serve(
             .rejection("no-accepted-presentation-context");
         tracing::warn!(%peer, calling_ae_title = %origin.calling_ae_title, asked = %asked.join(", "), "no proposed presentation context is accepted");
     }
-    tracing::debug!(%peer, calling_ae_title = %origin.calling_ae_title, accepted, "association established");
+    tracing::debug!(%peer, calling_ae_title = %origin.calling_ae_title, accepted, transport, "association established");
 
     let mut session = Session {
         association,
@@ -354,8 +391,8 @@ enum Incoming {
     },
 }
 
-pub(super) struct Session {
-    pub(super) association: AsyncServerAssociation<TcpStream>,
+pub(super) struct Session<S: Transport> {
+    pub(super) association: AsyncServerAssociation<S>,
     pub(super) origin: Arc<Origin>,
     pub(super) context: ReceiveContext,
     tally: Tally,
@@ -365,7 +402,7 @@ pub(super) struct Session {
     pub(super) awaiting_reports: Vec<(u16, i64)>,
 }
 
-impl Session {
+impl<S: Transport> Session<S> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
         let mut incoming = Incoming::Command(Vec::new());
         loop {

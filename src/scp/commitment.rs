@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::Message;
-use super::association::{AbortReason, Session};
+use super::association::{AbortReason, Session, Transport};
 use crate::commitment::{Request, decide};
 use crate::dicom::dataset;
 use crate::dicom::dimse::{self, Command, Response, Status, command_field};
@@ -21,7 +21,7 @@ use crate::store::commitment::NewCommitment;
 /// may take it (the association claims it within microseconds; this only closes the gap).
 const GRACE: Duration = Duration::from_secs(1);
 
-impl Session {
+impl<S: Transport> Session<S> {
     pub(super) async fn storage_commitment(&mut self, message: Message) -> Result<(), AbortReason> {
         let command = &message.command;
         let answer = if message.abstract_syntax != STORAGE_COMMITMENT_PUSH_MODEL

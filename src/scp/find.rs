@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::Message;
-use super::association::{AbortReason, Session};
+use super::association::{AbortReason, Session, Transport};
 use crate::dicom::dataset;
 use crate::dicom::dimse::{Response, Status, command_field};
 use crate::error_chain;
@@ -14,7 +14,7 @@ use crate::query::{Model, Query};
 /// Pending with a warning: some optional keys are not matched on (PS3.4 C.4.1.1.4).
 const PENDING_UNSUPPORTED_KEYS: Status = Status(0xFF01);
 
-impl Session {
+impl<S: Transport> Session<S> {
     pub(super) async fn find(&mut self, message: Message) -> Result<(), AbortReason> {
         let message_id = message.command.message_id;
         let pc = message.presentation_context_id;

@@ -43,16 +43,22 @@ use receive::ReceiveContext;
 /// can wait for the ones in progress.
 pub async fn listen(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     config: Arc<ListenerConfig>,
     context: ReceiveContext,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let mut policy = context.policy.clone();
-    let mut negotiation = Arc::new(association::negotiation(
-        &config,
-        policy.borrow_and_update().allowed_calling_ae_titles.clone(),
-    ));
+    let build = |allowed: std::collections::BTreeSet<crate::config::AeTitle>| {
+        let plain = association::negotiation(&config, allowed);
+        let secure = tls
+            .as_ref()
+            .map(|t| Arc::new(plain.clone().tls_config(Arc::clone(&t.config))));
+        (Arc::new(plain), secure)
+    };
+    let (mut negotiation, mut tls_negotiation) =
+        build(policy.borrow_and_update().allowed_calling_ae_titles.clone());
     let slots = Arc::new(Slots {
         associations: Arc::new(Semaphore::new(config.max_associations)),
         per_address: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -66,27 +72,33 @@ pub async fn listen(
     ));
     let mut pending_warning = RateLimitedWarning::new(WARN_EVERY);
     loop {
-        let (socket, peer) = tokio::select! {
+        let tls_accept = async {
+            match &tls {
+                Some(t) => t.listener.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, secure) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::error!(cause = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => (accepted, false),
+            accepted = tls_accept => (accepted, true),
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::error!(cause = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         // DIMSE is request/response: Nagle would delay every response (DICOM-NOTES).
         if let Err(e) = socket.set_nodelay(true) {
             tracing::warn!(%peer, cause = %e, "cannot set TCP_NODELAY");
         }
         if policy.has_changed().unwrap_or(false) {
-            negotiation = Arc::new(association::negotiation(
-                &config,
-                policy.borrow_and_update().allowed_calling_ae_titles.clone(),
-            ));
+            (negotiation, tls_negotiation) =
+                build(policy.borrow_and_update().allowed_calling_ae_titles.clone());
         }
         if !peer_allowed(&context, peer) {
             context.metrics.rejection("peer-address");
@@ -100,7 +112,10 @@ pub async fn listen(
             }
             continue;
         };
-        let negotiation = Arc::clone(&negotiation);
+        let negotiation = match (&tls_negotiation, secure) {
+            (Some(tls_negotiation), true) => Arc::clone(tls_negotiation),
+            _ => Arc::clone(&negotiation),
+        };
         let context = context.clone();
         let shutdown = shutdown.clone();
         let slots = Arc::clone(&slots);
@@ -113,6 +128,18 @@ pub async fn listen(
                 peeked = tokio::time::timeout(config.association_request_timeout, socket.peek(&mut first)) => peeked,
             };
             match arrived {
+                // A TLS ClientHello (0x16) on the plain port, an A-ASSOCIATE-RQ (0x01) on the
+                // TLS one: the peer is configured for the other port.
+                Ok(Ok(n)) if n > 0 && !secure && first[0] == 0x16 => {
+                    context.metrics.rejection("tls-on-plain-port");
+                    tracing::warn!(%peer, "a TLS handshake on the plain DICOM port (listener.bind): the peer should use the TLS port (listener.tls.bind)");
+                    return;
+                }
+                Ok(Ok(n)) if n > 0 && secure && first[0] == 0x01 => {
+                    context.metrics.rejection("plain-on-tls-port");
+                    tracing::warn!(%peer, "a plain DICOM association request on the TLS port (listener.tls.bind): the peer should use TLS, or the plain port (listener.bind)");
+                    return;
+                }
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return, // closed, or a read error: nothing to answer
                 Err(_) => {
@@ -126,7 +153,7 @@ pub async fn listen(
             drop(waiting);
             match slots.take(peer.ip(), config.max_associations_per_address) {
                 Ok(slot) => {
-                    association::serve(socket, peer, negotiation, context, config.association_request_timeout, shutdown).await;
+                    association::serve(socket, peer, negotiation, secure, context, config.association_request_timeout, shutdown).await;
                     drop(slot);
                 }
                 Err(limit) => {
@@ -142,6 +169,12 @@ pub async fn listen(
             }
         });
     }
+}
+
+/// The TLS listener beside the plain one, and its configuration.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// Connections waiting for their A-ASSOCIATE-RQ, per association slot.

@@ -15,7 +15,7 @@ use dicom_ul::association::Association;
 use dicom_ul::pdu::PresentationContextResultReason;
 
 use super::Message;
-use super::association::{AbortReason, Session};
+use super::association::{AbortReason, Session, Transport};
 use crate::config::{AeTitle, Config, DestinationConfig};
 use crate::dicom::dataset;
 use crate::dicom::dimse::{MoveOriginator, Response, Status, SubOperations, command_field};
@@ -44,7 +44,7 @@ enum Target {
     Get,
 }
 
-impl Session {
+impl<S: Transport> Session<S> {
     pub(super) async fn retrieve(&mut self, message: Message) -> Result<(), AbortReason> {
         let is_get = message.command.command_field == command_field::C_GET_RQ;
         let response_field = if is_get {
@@ -211,10 +211,17 @@ impl Session {
                     format!("move destination {named:?} is not configured"),
                 )
             })?;
+            let tls = scu::ClientTls::for_destination(&destination).map_err(|e| {
+                (
+                    Status::UNABLE_TO_PROCESS,
+                    format!("TLS towards {}: {}", destination.name, error_chain(&e)),
+                )
+            })?;
             Target::Move(Box::new(Scu::new(
                 destination,
                 config.forward.clone(),
                 config.storage.dir.clone(),
+                tls,
             )))
         };
         let unique = query.unique.clone();
@@ -360,5 +367,6 @@ fn move_destination(config: &Config, ae_title: &str) -> Option<DestinationConfig
             sop_classes: Vec::new(),
             modalities: Vec::new(),
             from_calling_ae_titles: Vec::new(),
+            tls: None,
         })
 }

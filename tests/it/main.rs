@@ -13,3 +13,4 @@ mod naming;
 mod query;
 mod receive;
 mod support;
+mod tls;

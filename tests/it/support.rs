@@ -19,6 +19,8 @@ pub struct App {
     pub port: u16,
     /// Port of the HTTP side.
     pub http_port: u16,
+    /// Port of the TLS DICOM listener, when the config has `[listener.tls]`.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
     starts: u32,
     /// Environment variables for the simgate process.
@@ -105,6 +107,7 @@ impl App {
             config_path,
             port: 0,
             http_port: 0,
+            tls_port: None,
             child: None,
             starts: 0,
             env: env
@@ -160,6 +163,15 @@ impl App {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
+        let config = std::fs::read_to_string(&self.config_path).unwrap_or_default();
+        if config.contains("[listener.tls]") {
+            let tls = self.wait_for_log("DICOM TLS listener ready");
+            self.tls_port = tls
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("address="))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+        }
         let http = self.wait_for_log("HTTP listener ready");
         self.http_port = http
             .split_whitespace()
@@ -676,4 +688,97 @@ pub fn python_peer(script: &str) -> Command {
             .join(script),
     );
     cmd
+}
+
+/// Certificates made by the test with openssl: a CA, a server certificate for 127.0.0.1 and
+/// localhost, and a client certificate, each with its key (PEM, RSA 2048 as DCMTK's BCP 195
+/// profile expects); and a second CA that signed nothing here.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+impl Pki {
+    pub fn make() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert_success(&output, &format!("openssl {}", args.join(" ")));
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN=simgate test {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+        }
+        for (name, usage, san) in [
+            (
+                "server",
+                "serverAuth",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            ),
+            ("client", "clientAuth", ""),
+        ] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN=simgate test {name}"),
+            ]);
+            std::fs::write(
+                dir.path().join(format!("{name}.ext")),
+                format!(
+                    "{san}basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
+                ),
+            )
+            .expect("extensions");
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.crt"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        Pki { dir }
+    }
+
+    /// A file of this PKI, e.g. `ca.crt` or `client.key`.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
 }
