@@ -13,6 +13,10 @@ done
 # tests/it/browser.rs starts these exact paths (Debian's packages).
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_packages+=(chromium-driver)
+# The TLS tests make their certificates with openssl; the browser trusts their CA through an
+# NSS database made with certutil.
+command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
+command -v certutil >/dev/null 2>&1 || need_packages+=(libnss3-tools)
 # The WebDriver client (fantoccini) links the system OpenSSL.
 command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_packages+=(libssl-dev)

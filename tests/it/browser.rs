@@ -1,5 +1,6 @@
-//! The web pages in a real browser: headless Chromium, driven over WebDriver by Debian's
-//! chromedriver, signs in as a physician, documents the reason for a site-named 4D CT study on
+//! The web pages in a real browser, over HTTPS: headless Chromium, driven over WebDriver by
+//! Debian's chromedriver, trusting a test CA (in an NSS database of its own, made with
+//! certutil), signs in as a physician, documents the reason for a site-named 4D CT study on
 //! its page and sees it leave the worklist and count as G9320 in the report. Screenshots of the
 //! pages land in target/screenshots/ for a person to look at.
 //!
@@ -49,11 +50,14 @@ fn require_browser() {
 }
 
 impl Chromedriver {
-    fn start(log_dir: &Path) -> Chromedriver {
+    /// `home` is the browser's HOME: Chromium reads the CAs it trusts from
+    /// `home/.pki/nssdb`.
+    fn start(log_dir: &Path, home: &Path) -> Chromedriver {
         require_browser();
         let port = free_port();
         let log_path = log_dir.join("chromedriver.log");
         let child = Command::new(CHROMEDRIVER)
+            .env("HOME", home)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log_path.display()))
             .stdin(Stdio::null())
@@ -116,6 +120,36 @@ impl Drop for Chromedriver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A HOME whose NSS database trusts `ca` for TLS servers (certutil, from libnss3-tools;
+/// scripts/test.sh installs it).
+fn trusting_home(ca: &str) -> TempDir {
+    let home = TempDir::new().expect("home tempdir");
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).expect("nssdb folder");
+    let database = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", &database, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &database,
+            "-n",
+            "simgate test CA",
+            "-t",
+            "C,,",
+            "-i",
+            ca,
+        ],
+    ] {
+        let output = Command::new("certutil")
+            .args(&args)
+            .output()
+            .expect("certutil (apt-get install libnss3-tools)");
+        assert_success(&output, &format!("certutil {}", args.join(" ")));
+    }
+    home
 }
 
 /// The `[[http.users]]` entry that `simgate user add` prints for a physician.
@@ -240,6 +274,15 @@ async fn document_a_reason(
 
     // The worklist lists the study, signed in as the physician.
     wait_for_text(client, "header .who", &[USER, "physician"]).await?;
+    let cookies = client.get_all_cookies().await?;
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "simgate_session")
+        .context("the session cookie")?;
+    ensure!(
+        session.secure() == Some(true) && session.http_only() == Some(true),
+        "over HTTPS the session cookie is Secure and HttpOnly: {session:?}"
+    );
     let url = client.current_url().await?;
     ensure!(
         url.path() == "/worklist",
@@ -364,12 +407,14 @@ async fn document_a_reason(
 fn a_physician_documents_a_reason_in_the_browser() {
     require_browser();
     let _ = std::fs::remove_file(screenshot_dir().join("failure.png"));
-    let app = App::spawn_full(
-        "",
-        "",
-        "ct_simulator_ae_titles = [\"CTSIM\"]",
-        &physician_entry(),
+    let pki = crate::support::Pki::make();
+    let https = format!(
+        "{}\n[http.tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
+        physician_entry(),
+        pki.path("server.crt"),
+        pki.path("server.key")
     );
+    let app = App::spawn_full("", "", "ct_simulator_ae_titles = [\"CTSIM\"]", &https);
     let source = tempfile::tempdir().expect("tempdir");
     let study = synth::write_study(
         &StudySpec::ct_simulator_upload(4, 10, 2, 301),
@@ -382,8 +427,9 @@ fn a_physician_documents_a_reason_in_the_browser() {
 
     // The profile folder outlives the browser: the driver (declared later) is dropped first.
     let profile = TempDir::new().expect("profile tempdir");
-    let driver = Chromedriver::start(app.dir.path());
-    let base = format!("http://127.0.0.1:{}", app.http_port);
+    let home = trusting_home(&pki.path("ca.crt"));
+    let driver = Chromedriver::start(app.dir.path(), home.path());
+    let base = format!("https://127.0.0.1:{}", app.http_port);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
