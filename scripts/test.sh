@@ -49,5 +49,6 @@ export BENCH_SKIP_BUILD=1 SIMGATE_BIN="$debug/simgate" SIMGATE_GEN_BIN="$debug/s
 TRIALS=2 TRIALS_DIR="${CARGO_TARGET_DIR:-target}/smoke/fault-trials" scripts/fault-trials.sh
 BENCH_REPS=1 BENCH_MODES=1 BENCH_DIR="${CARGO_TARGET_DIR:-target}/smoke" scripts/bench.sh >/dev/null
 ABUSE_SECONDS=3 ABUSE_DIR="${CARGO_TARGET_DIR:-target}/smoke/abuse" scripts/abuse.sh >/dev/null
+FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
 echo "==> cargo test"
 cargo test --workspace --locked -- --test-threads="${SIMGATE_TEST_THREADS:-4}"

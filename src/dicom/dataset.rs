@@ -16,6 +16,8 @@ use super::transfer_syntax::is_deflated;
 pub enum DataSetError {
     #[error("transfer syntax {0} is not supported for this message")]
     TransferSyntax(String),
+    #[error("malformed data set")]
+    Lengths(#[source] crate::scp::scan::ScanError),
     #[error("data set cannot be parsed")]
     Parse(#[source] Box<dicom_object::ReadError>),
     #[error("data set cannot be written")]
@@ -35,9 +37,15 @@ fn registry_entry(
         .ok_or_else(|| DataSetError::TransferSyntax(transfer_syntax_uid.to_string()))
 }
 
-/// Reads a data set received on a presentation context of this transfer syntax.
+/// Reads a data set received on a presentation context of this transfer syntax. Every
+/// declared length is checked against the bytes first (the receive path's length walk):
+/// dicom-object allocates by declared lengths, so an 85-byte identifier could otherwise ask
+/// it for a gigabyte (found by fuzzing).
 pub fn parse(bytes: &[u8], transfer_syntax_uid: &str) -> Result<InMemDicomObject, DataSetError> {
     let ts = registry_entry(transfer_syntax_uid)?;
+    let encoding = super::transfer_syntax::Encoding::of_transfer_syntax(transfer_syntax_uid)
+        .ok_or_else(|| DataSetError::TransferSyntax(transfer_syntax_uid.to_string()))?;
+    crate::scp::scan::check_nested_lengths(bytes, encoding).map_err(DataSetError::Lengths)?;
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DataSetError::Parse(Box::new(e)))
 }
 
@@ -90,4 +98,24 @@ pub fn items(object: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
         .flatten()
         .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_length_beyond_the_bytes_is_refused_before_dicom_object_allocates() {
+        // 85 bytes from the fuzzer whose Modalities in Study declares ~1.3 GB: dicom-object
+        // resized a buffer to that before noticing the bytes were not there.
+        let input = include_bytes!("../../fuzz/corpus/query/regression-huge-declared-length");
+        let parsed = parse(
+            &input[1..],
+            super::super::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN,
+        );
+        assert!(
+            matches!(parsed, Err(DataSetError::Lengths(_))),
+            "{parsed:?}"
+        );
+    }
 }

@@ -153,6 +153,15 @@ impl Query {
                     .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' ').to_string())
                     .unwrap_or_default()
             };
+            if vr != VR::UI && value.len() > MAX_PATTERN {
+                return Err(refuse(
+                    Status::IDENTIFIER_DOES_NOT_MATCH,
+                    format!(
+                        "the value of {} is longer than {MAX_PATTERN} characters",
+                        tag_name(tag)
+                    ),
+                ));
+            }
             keys.push(Key { tag, vr, value });
         }
         let value_of = |tag: Tag| {
@@ -277,12 +286,22 @@ fn has_wildcard(value: &str) -> bool {
     value.contains(['*', '?'])
 }
 
+/// The longest key value matched with wildcards or ranges (DICOM's text VRs hold 64
+/// characters; this leaves room for lists). Longer ones are refused by [`Query::parse`].
+pub const MAX_PATTERN: usize = 1024;
+/// Stored values longer than this are not matched against a wildcard pattern: matching costs
+/// pattern length times value length.
+pub const MAX_MATCHED_VALUE: usize = 64 * 1024;
+
 /// Matches one key value against one stored value (which may hold several, `\`-separated).
 pub fn matches_value(vr: VR, pattern: &str, stored: &str) -> bool {
     if pattern.is_empty() || pattern == "*" {
         return true;
     }
     if stored.is_empty() {
+        return false;
+    }
+    if vr != VR::UI && (pattern.len() > MAX_PATTERN || stored.len() > MAX_MATCHED_VALUE) {
         return false;
     }
     match vr {

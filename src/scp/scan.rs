@@ -359,7 +359,20 @@ impl DatasetScanner {
     }
 }
 
+/// Explicit VR elements with a 4-byte length: the long VRs of PS3.5 7.1.2, and any VR code
+/// the standard does not define, which dicom-object reads as UN (found by fuzzing: reading an
+/// unknown code with a 2-byte length let this walk and dicom-object disagree, and dicom-object
+/// then allocated by a length nobody had checked).
 fn has_long_length(vr: &[u8]) -> bool {
+    const SHORT: [&[u8; 2]; 21] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+        b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    ];
+    !SHORT.iter().any(|short| short.as_slice() == vr)
+}
+
+#[cfg(test)]
+fn has_long_length_listed(vr: &[u8]) -> bool {
     matches!(
         vr,
         b"OB"
@@ -510,6 +523,17 @@ fn implicit_vr_is_sequence(tag: Tag) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_vr_codes_have_long_lengths_as_dicom_object_reads_them() {
+        for vr in [b"OB", b"OW", b"SQ", b"UN", b"UT", b"UV"] {
+            assert!(has_long_length(vr) && has_long_length_listed(vr));
+        }
+        for vr in [b"CS", b"UI", b"US", b"LO", b"DA"] {
+            assert!(!has_long_length(vr) && !has_long_length_listed(vr));
+        }
+        assert!(has_long_length(b"T\xa5"), "an unknown code reads as UN");
+    }
 
     const LE: Encoding = Encoding::EXPLICIT_VR_LITTLE_ENDIAN;
 
