@@ -1266,8 +1266,21 @@ mod tests {
         assert!(err.to_string().contains("http.bind"), "{err}");
         let off = parse("[listener]\n[http]\nbind = \"off\"\n").expect("off");
         assert!(off.http.bind.is_none());
-        let users = "[listener]\n[http]\nbind = \"0.0.0.0:8080\"\n[[http.users]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\n";
-        assert!(parse(users).is_ok());
+        // With users, a plain bind beyond loopback would send passwords in clear: refused
+        // unless a TLS proxy is said to sit in front (or [http.tls] is configured).
+        let clear = "[listener]\n[http]\nbind = \"0.0.0.0:8080\"\n[[http.users]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\n";
+        let err = parse(clear).expect_err("passwords in clear").to_string();
+        assert!(
+            err.contains("http.bind") && err.contains("http.tls"),
+            "{err}"
+        );
+        let users = clear.replace(
+            "bind = \"0.0.0.0:8080\"\n",
+            "bind = \"0.0.0.0:8080\"\nbehind_tls_proxy = true\n",
+        );
+        let users = users.as_str();
+        let proxied = parse(users).expect("behind a TLS proxy");
+        assert!(proxied.http.https(), "cookies are Secure behind the proxy");
         let plain = users.replace(
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA",
             "hunter2",
