@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::Pdu;
 use dicom_ul::association::client::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::PresentationContextResultReason;
 use tokio_util::sync::CancellationToken;
 
 use super::{Claims, Report, decide};
@@ -23,7 +22,7 @@ use crate::dicom::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTL
 use crate::dicom::uid::trim_uid;
 use crate::error_chain;
 use crate::forward::policy::backoff;
-use crate::forward::scu::{establish, receive_response, send_data_set};
+use crate::forward::scu::{establish, receive_response, send_command, send_data_set};
 use crate::service::Service;
 use crate::store::ReadPool;
 
@@ -171,26 +170,11 @@ async fn send_report(config: &Config, requester: &str, report: &Report) -> Resul
         report.event_type_id(),
     );
     let sent = async {
-        association
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: command,
-                }],
-            })
-            .await?;
-        Ok(())
+        send_command(&mut association, pc, command).await?;
+        send_data_set(&mut association, pc, &data, f.max_pdu_length).await
     }
     .await
-    .map_err(|e: dicom_ul::association::Error| error_chain(&e));
-    let sent = match sent {
-        Ok(()) => send_data_set(&mut association, pc, &data, f.max_pdu_length)
-            .await
-            .map_err(|e| error_chain(&e)),
-        Err(e) => Err(e),
-    };
+    .map_err(|e| error_chain(&e));
     if let Err(e) = sent {
         let _ = association.abort().await;
         return Err(e);

@@ -273,17 +273,7 @@ impl Scu {
                 sop_class_uid: VERIFICATION.to_string(),
                 transfer_syntax_uid: IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
             })?;
-        association
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: dimse::encode_echo_request(1),
-                }],
-            })
-            .await
-            .map_err(|e| ForwardError::Network(Box::new(e)))?;
+        send_command(&mut association, pc, dimse::encode_echo_request(1)).await?;
         let timeout = self.settings.connect_timeout;
         let response = tokio::time::timeout(timeout, receive_response(&mut association, timeout))
             .await
@@ -414,18 +404,7 @@ impl Scu {
         let proposed_count = proposed.len();
         tracing::debug!(destination = %d.name, proposed = proposed_count, "requesting association");
         let association = establish(options, &d.address, self.tls.as_ref()).await?;
-        let accepted = association
-            .presentation_contexts()
-            .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| {
-                (
-                    trim_uid(&pc.abstract_syntax).to_string(),
-                    trim_uid(&pc.transfer_syntax).to_string(),
-                    pc.id,
-                )
-            })
-            .collect();
+        let accepted = accepted_contexts(association.presentation_contexts());
         Ok(Open {
             association,
             accepted,
@@ -543,6 +522,42 @@ impl Payload {
     }
 }
 
+/// The accepted presentation contexts as (abstract syntax, transfer syntax, id), for
+/// [`context_for`].
+pub fn accepted_contexts(
+    contexts: &[dicom_ul::pdu::PresentationContextNegotiated],
+) -> Vec<(String, String, u8)> {
+    contexts
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                trim_uid(&pc.abstract_syntax).to_string(),
+                trim_uid(&pc.transfer_syntax).to_string(),
+                pc.id,
+            )
+        })
+        .collect()
+}
+
+/// Sends a command set as one PDV (command sets are small).
+pub async fn send_command<L: Link>(
+    link: &mut L,
+    pc: u8,
+    command: Vec<u8>,
+) -> Result<(), ForwardError> {
+    link.send_pdu(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    })
+    .await
+    .map_err(|e| ForwardError::Network(Box::new(e)))
+}
+
 /// Sends a small data set (an identifier, a report) as Data PDVs within the peer's maximum PDU.
 pub async fn send_data_set<L: Link>(
     link: &mut L,
@@ -581,16 +596,7 @@ pub async fn send_store_request<L: Link>(
         item.sop_instance_uid,
         originator,
     );
-    link.send_pdu(&Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: command,
-        }],
-    })
-    .await
-    .map_err(|e| ForwardError::Network(Box::new(e)))?;
+    send_command(link, pc, command).await?;
     let chunk = pdv_chunk(link.peer_max_pdu(), own_max_pdu);
     match payload {
         Payload::Stored(file, total) => send_file_data(link, pc, path, (file, total), chunk).await,

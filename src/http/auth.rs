@@ -491,6 +491,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn password_checks_beyond_the_queue_are_refused_at_once() {
+        // 2 threads and a queue of 8: of 30 checks started together, at most 10 are taken;
+        // the rest are Busy at once instead of waiting (each from its own address, so the
+        // throttle does not answer first).
+        let auth = Arc::new(auth());
+        let mut checks = tokio::task::JoinSet::new();
+        for n in 0..30u8 {
+            let auth = Arc::clone(&auth);
+            checks.spawn(async move {
+                let from = Some(IpAddr::from([10, 1, 0, n]));
+                auth.login(&format!("user{n}"), "wrong", from).await
+            });
+        }
+        let mut busy = 0;
+        let mut checked = 0;
+        while let Some(outcome) = checks.join_next().await {
+            match outcome.expect("task") {
+                Err(Refusal::Busy) => busy += 1,
+                Ok(None) => checked += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(busy + checked, 30);
+        assert!(checked <= PASSWORD_THREADS + PASSWORD_QUEUE, "{checked} checked");
+        assert!(busy >= 30 - PASSWORD_THREADS - PASSWORD_QUEUE, "{busy} refused");
+    }
+
+    #[tokio::test]
     async fn wrong_passwords_are_throttled_and_tokens_found_by_digest() {
         let auth = auth();
         let ip = Some("10.0.0.9".parse().expect("ip"));

@@ -8,8 +8,8 @@ use super::Message;
 use super::association::{AbortReason, Session, Transport};
 use crate::dicom::dataset;
 use crate::dicom::dimse::{Response, Status, command_field};
+use crate::dicom::sop_classes::{PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use crate::error_chain;
-use crate::query::{Model, Query};
 
 /// Pending with a warning: some optional keys are not matched on (PS3.4 C.4.1.1.4).
 const PENDING_UNSUPPORTED_KEYS: Status = Status(0xFF01);
@@ -71,20 +71,7 @@ impl<S: Transport> Session<S> {
         &mut self,
         message: &Message,
     ) -> Result<(Vec<Vec<u8>>, bool, bool), (Status, String)> {
-        let model = Model::of_sop_class(&message.abstract_syntax)
-            .filter(|_| {
-                message.command.affected_sop_class_uid.as_deref()
-                    == Some(message.abstract_syntax.as_str())
-            })
-            .ok_or_else(|| {
-                (
-                    Status::SOP_CLASS_NOT_SUPPORTED,
-                    "C-FIND on a context that is not Patient Root or Study Root FIND".to_string(),
-                )
-            })?;
-        let object = dataset::parse(&message.data, &message.transfer_syntax)
-            .map_err(|e| (Status::UNABLE_TO_PROCESS, error_chain(&e)))?;
-        let query = Query::parse(&object, model, false)?;
+        let query = message.query([PATIENT_ROOT_FIND, STUDY_ROOT_FIND], false)?;
         // What was asked: patient attributes (group 0010) only at debug, as everywhere.
         let asked = |redact: bool| -> String {
             query

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::scan;
 use crate::dicom::CodeItem;
+use crate::dicom::dataset::text;
 use crate::dicom::transfer_syntax::{self, Encoding};
 use crate::dicom::uid::is_valid_uid;
 
@@ -152,19 +153,6 @@ impl InstanceHeader {
         }
         Ok(header)
     }
-}
-
-fn text(object: &InMemDicomObject, tag: Tag) -> String {
-    object
-        .element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| {
-            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 fn multi_text(object: &InMemDicomObject, tag: Tag) -> Vec<String> {

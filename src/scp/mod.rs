@@ -21,6 +21,36 @@ pub(crate) struct Message {
     pub data: Vec<u8>,
 }
 
+impl Message {
+    /// The C-FIND, C-MOVE or C-GET identifier, on a context of one of `classes` (the
+    /// operation's FIND, MOVE or GET classes) whose Affected SOP Class UID is the context's.
+    pub fn query(
+        &self,
+        classes: [&str; 2],
+        retrieve: bool,
+    ) -> Result<crate::query::Query, (crate::dicom::dimse::Status, String)> {
+        use crate::dicom::dimse::Status;
+        let model = crate::query::Model::of_sop_class(&self.abstract_syntax)
+            .filter(|_| {
+                classes.contains(&self.abstract_syntax.as_str())
+                    && self.command.affected_sop_class_uid.as_deref()
+                        == Some(self.abstract_syntax.as_str())
+            })
+            .ok_or_else(|| {
+                (
+                    Status::SOP_CLASS_NOT_SUPPORTED,
+                    format!(
+                        "{} is not a Patient Root or Study Root context for this operation",
+                        self.abstract_syntax
+                    ),
+                )
+            })?;
+        let object = crate::dicom::dataset::parse(&self.data, &self.transfer_syntax)
+            .map_err(|e| (Status::UNABLE_TO_PROCESS, crate::error_chain(&e)))?;
+        crate::query::Query::parse(&object, model, retrieve)
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

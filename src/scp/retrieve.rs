@@ -12,17 +12,17 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_ul::association::Association;
-use dicom_ul::pdu::PresentationContextResultReason;
 
 use super::Message;
 use super::association::{AbortReason, Session, Transport};
 use crate::config::{AeTitle, Config, DestinationConfig};
 use crate::dicom::dataset;
 use crate::dicom::dimse::{MoveOriginator, Response, Status, SubOperations, command_field};
-use crate::dicom::uid::trim_uid;
+use crate::dicom::sop_classes::{
+    PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+};
 use crate::error_chain;
 use crate::forward::scu::{self, Outgoing, Payload, Scu};
-use crate::query::{Model, Query};
 use crate::store::query::RetrieveItem;
 
 /// Sub-operation counts are 16-bit: one retrieve sends at most this many instances.
@@ -186,20 +186,12 @@ impl<S: Transport> Session<S> {
         message: &Message,
         is_get: bool,
     ) -> Result<(Vec<RetrieveItem>, Target), (Status, String)> {
-        let model = Model::of_sop_class(&message.abstract_syntax)
-            .filter(|_| {
-                message.command.affected_sop_class_uid.as_deref()
-                    == Some(message.abstract_syntax.as_str())
-            })
-            .ok_or_else(|| {
-                (
-                    Status::SOP_CLASS_NOT_SUPPORTED,
-                    "not a Patient Root or Study Root MOVE/GET context".to_string(),
-                )
-            })?;
-        let object = dataset::parse(&message.data, &message.transfer_syntax)
-            .map_err(|e| (Status::UNABLE_TO_PROCESS, error_chain(&e)))?;
-        let query = Query::parse(&object, model, true)?;
+        let classes = if is_get {
+            [PATIENT_ROOT_GET, STUDY_ROOT_GET]
+        } else {
+            [PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE]
+        };
+        let query = message.query(classes, true)?;
         let config = Arc::clone(self.context.service.config());
         let target = if is_get {
             Target::Get
@@ -264,19 +256,8 @@ impl<S: Transport> Session<S> {
         let outgoing = outgoing(item);
         // The contexts of this class on which the requester took the SCP role.
         let roles = self.association.requestor_roles_for(&item.sop_class_uid);
-        let accepted: Vec<(String, String, u8)> = if roles.scp {
-            self.association
-                .presentation_contexts()
-                .iter()
-                .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-                .map(|pc| {
-                    (
-                        trim_uid(&pc.abstract_syntax).to_string(),
-                        trim_uid(&pc.transfer_syntax).to_string(),
-                        pc.id,
-                    )
-                })
-                .collect()
+        let accepted = if roles.scp {
+            scu::accepted_contexts(self.association.presentation_contexts())
         } else {
             Vec::new()
         };
