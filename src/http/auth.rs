@@ -514,8 +514,14 @@ mod tests {
             }
         }
         assert_eq!(busy + checked, 30);
-        assert!(checked <= PASSWORD_THREADS + PASSWORD_QUEUE, "{checked} checked");
-        assert!(busy >= 30 - PASSWORD_THREADS - PASSWORD_QUEUE, "{busy} refused");
+        assert!(
+            checked <= PASSWORD_THREADS + PASSWORD_QUEUE,
+            "{checked} checked"
+        );
+        assert!(
+            busy >= 30 - PASSWORD_THREADS - PASSWORD_QUEUE,
+            "{busy} refused"
+        );
     }
 
     #[tokio::test]
