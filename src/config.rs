@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::safety::{FindingCode, Tolerances};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,7 @@ pub struct Config {
     pub destinations: Vec<DestinationConfig>,
     pub storage_commitment: StorageCommitmentConfig,
     pub query_retrieve: QueryRetrieveConfig,
+    pub safety: SafetyConfig,
     pub http: HttpConfig,
     /// The file this was read from, for messages.
     pub source: PathBuf,
@@ -189,6 +191,29 @@ pub struct DestinationConfig {
     /// Only instances received from these calling AE titles (empty: all).
     pub from_calling_ae_titles: Vec<AeTitle>,
     pub tls: Option<DestinationTlsConfig>,
+    /// Instances carrying any of these findings wait, held, until an admin releases them.
+    pub hold_on: Vec<FindingCode>,
+    pub forward_when: ForwardWhen,
+}
+
+/// When a destination gets a series' instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardWhen {
+    /// Each instance as soon as it is stored (pipelined).
+    Received,
+    /// A series once its geometry check found nothing (after `safety.series_quiet_period`);
+    /// a series with findings is held.
+    SeriesChecked,
+}
+
+/// The safety gate's settings (`[safety]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SafetyConfig {
+    /// A series is checked once no instance of it arrived for this long.
+    #[serde(with = "humantime_serde_compat")]
+    pub series_quiet_period: Duration,
+    pub tolerances: Tolerances,
 }
 
 /// A remote AE known by title, and where to connect to reach it.
@@ -454,6 +479,47 @@ impl Resolver<'_> {
         Ok(value)
     }
 
+    fn safety(&self, raw: RawSafety) -> Result<SafetyConfig, ConfigError> {
+        let positive = |key: &'static str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(self.invalid(key, format!("{value} must be a number above zero")))
+            }
+        };
+        if raw.gap_factor <= 1.0 {
+            return Err(self.invalid(
+                "safety.gap_factor",
+                "must be above 1 (1.5: a step 1.5 times the usual spacing is a gap)",
+            ));
+        }
+        Ok(SafetyConfig {
+            series_quiet_period: self
+                .duration("safety.series_quiet_period", &raw.series_quiet_period)?,
+            tolerances: Tolerances {
+                duplicate_mm: positive("safety.duplicate_mm", raw.duplicate_mm)?,
+                gap_factor: positive("safety.gap_factor", raw.gap_factor)?,
+                spacing_tolerance_mm: positive(
+                    "safety.spacing_tolerance_mm",
+                    raw.spacing_tolerance_mm,
+                )?,
+                orientation_tolerance: positive(
+                    "safety.orientation_tolerance",
+                    raw.orientation_tolerance,
+                )?,
+                pixel_spacing_tolerance_mm: positive(
+                    "safety.pixel_spacing_tolerance_mm",
+                    raw.pixel_spacing_tolerance_mm,
+                )?,
+                tilt_tolerance_degrees: positive(
+                    "safety.tilt_tolerance_degrees",
+                    raw.tilt_tolerance_degrees,
+                )?,
+                min_planning_slices: raw.min_planning_slices,
+            },
+        })
+    }
+
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let l = raw.listener;
         let ae_title = AeTitle::parse(&l.ae_title)
@@ -632,7 +698,25 @@ impl Resolver<'_> {
                 AeTitle::parse(raw)
                     .map_err(|e| self.invalid("destinations.ae_title", e.to_string()))
             };
+            let hold_on = d
+                .hold_on
+                .iter()
+                .map(|code| {
+                    FindingCode::parse(code).ok_or_else(|| {
+                        self.invalid(
+                            "destinations.hold_on",
+                            format!(
+                                "{}: {code:?} is not a finding code; use {}",
+                                d.name,
+                                FindingCode::ALL.map(FindingCode::as_str).join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             destinations.push(DestinationConfig {
+                hold_on,
+                forward_when: d.forward_when,
                 ae_title: ae(&d.ae_title)?,
                 calling_ae_title: match &d.calling_ae_title {
                     Some(calling) => ae(calling)?,
@@ -707,6 +791,7 @@ impl Resolver<'_> {
                 .collect::<Result<_, _>>()?,
             max_matches: q.max_matches,
         };
+        let safety = self.safety(raw.safety)?;
         let h = raw.http;
         let bind = match h.bind.as_str() {
             "off" => None,
@@ -786,6 +871,7 @@ impl Resolver<'_> {
             destinations,
             storage_commitment,
             query_retrieve,
+            safety,
             http,
             source: self.path.to_path_buf(),
         })
@@ -885,7 +971,46 @@ struct RawConfig {
     #[serde(default)]
     query_retrieve: RawQueryRetrieve,
     #[serde(default)]
+    safety: RawSafety,
+    #[serde(default)]
     http: RawHttp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSafety {
+    series_quiet_period: String,
+    duplicate_mm: f64,
+    gap_factor: f64,
+    spacing_tolerance_mm: f64,
+    orientation_tolerance: f64,
+    pixel_spacing_tolerance_mm: f64,
+    tilt_tolerance_degrees: f64,
+    min_planning_slices: usize,
+}
+
+impl Default for RawSafety {
+    fn default() -> Self {
+        let t = Tolerances::default();
+        RawSafety {
+            series_quiet_period: "30s".into(),
+            duplicate_mm: t.duplicate_mm,
+            gap_factor: t.gap_factor,
+            spacing_tolerance_mm: t.spacing_tolerance_mm,
+            orientation_tolerance: t.orientation_tolerance,
+            pixel_spacing_tolerance_mm: t.pixel_spacing_tolerance_mm,
+            tilt_tolerance_degrees: t.tilt_tolerance_degrees,
+            min_planning_slices: t.min_planning_slices,
+        }
+    }
+}
+
+fn default_hold_on() -> Vec<String> {
+    vec![FindingCode::IdentityMismatch.as_str().to_string()]
+}
+
+fn forward_when_received() -> ForwardWhen {
+    ForwardWhen::Received
 }
 
 #[derive(Debug, Deserialize)]
@@ -985,6 +1110,10 @@ struct RawDestination {
     #[serde(default)]
     from_calling_ae_titles: Vec<String>,
     tls: Option<RawDestinationTls>,
+    #[serde(default = "default_hold_on")]
+    hold_on: Vec<String>,
+    #[serde(default = "forward_when_received")]
+    forward_when: ForwardWhen,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod naming;
 pub mod output;
 pub mod query;
+pub mod safety;
 pub mod scp;
 pub mod service;
 pub mod spool;

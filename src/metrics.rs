@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::DestinationConfig;
 use crate::naming::StudyStatus;
+use crate::safety::FindingCode;
 use crate::store::queue::QueueDepth;
 
 /// Upper bounds (seconds) of the store-latency histogram buckets.
@@ -34,6 +35,8 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     /// Forward outcomes by (destination, outcome).
     forward_outcomes: Mutex<BTreeMap<(String, String), u64>>,
+    /// Safety findings by code, in [`FindingCode::ALL`] order.
+    safety_findings: [AtomicU64; FindingCode::ALL.len()],
 }
 
 /// How one instance ended, for counting.
@@ -86,6 +89,12 @@ impl Metrics {
             .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
+    pub fn safety_finding(&self, code: FindingCode) {
+        if let Some(index) = FindingCode::ALL.iter().position(|c| *c == code) {
+            self.safety_findings[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn forward_outcome(&self, destination: &str, outcome: &str) {
         let mut map = self
             .forward_outcomes
@@ -112,6 +121,18 @@ impl Metrics {
         let _ = writeln!(out, "# HELP simgate_echoes_total C-ECHO requests answered.");
         let _ = writeln!(out, "# TYPE simgate_echoes_total counter");
         let _ = writeln!(out, "simgate_echoes_total {}", load(&self.echoes));
+        let _ = writeln!(
+            out,
+            "# HELP simgate_safety_findings_total Safety findings (identity and geometry checks) by code."
+        );
+        let _ = writeln!(out, "# TYPE simgate_safety_findings_total counter");
+        for (code, counter) in FindingCode::ALL.iter().zip(&self.safety_findings) {
+            let _ = writeln!(
+                out,
+                "simgate_safety_findings_total{{code=\"{code}\"}} {}",
+                load(counter)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP simgate_instances_received_total C-STORE requests by outcome."

@@ -6,6 +6,7 @@
 
 mod reconcile;
 mod retention;
+mod safety_check;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,6 +219,11 @@ pub async fn run(
         Arc::clone(&spool),
         index.clone(),
         config.storage.retention,
+        shutdown.clone(),
+    ));
+    tracker.spawn(safety_check::run(
+        service.clone(),
+        Arc::clone(&metrics),
         shutdown.clone(),
     ));
     let reads = Arc::new(store::ReadPool::new(database));

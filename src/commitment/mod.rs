@@ -121,7 +121,9 @@ pub fn judge(
             for (_, state) in relevant {
                 match state.as_str() {
                     "sent" => {}
-                    "dead" => return Outcome::Failed(failure_reason::PROCESSING_FAILURE),
+                    "dead" | "rejected" => {
+                        return Outcome::Failed(failure_reason::PROCESSING_FAILURE);
+                    }
                     _ => outcome = Outcome::Undecided,
                 }
             }

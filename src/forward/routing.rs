@@ -4,26 +4,25 @@
 use crate::config::DestinationConfig;
 use crate::scp::header::InstanceHeader;
 
-/// The names of the destinations that take this instance, in configuration order.
+/// The destinations that take this instance, in configuration order.
 pub fn destinations_for<'d>(
     destinations: &'d [DestinationConfig],
     header: &InstanceHeader,
     calling_ae_title: &str,
-) -> Vec<&'d str> {
+) -> Vec<&'d DestinationConfig> {
     destinations
         .iter()
-        .filter(|d| accepts(d, &header.sop_class_uid, &header.modality, calling_ae_title))
-        .map(|d| d.name.as_str())
+        .filter(|d| accepts(d, header, calling_ae_title))
         .collect()
 }
 
 /// Whether an instance passes a destination's filters (an empty filter passes everything).
 fn accepts(
     destination: &DestinationConfig,
-    sop_class_uid: &str,
-    modality: &str,
+    header: &InstanceHeader,
     calling_ae_title: &str,
 ) -> bool {
+    let (sop_class_uid, modality) = (header.sop_class_uid.as_str(), header.modality.as_str());
     (destination.sop_classes.is_empty()
         || destination.sop_classes.iter().any(|c| c == sop_class_uid))
         && (destination.modalities.is_empty()
@@ -61,6 +60,8 @@ mod tests {
                 .map(|a| AeTitle::parse(a).expect("ae"))
                 .collect(),
             tls: None,
+            hold_on: Vec::new(),
+            forward_when: crate::config::ForwardWhen::Received,
         }
     }
 
@@ -82,13 +83,13 @@ mod tests {
             modality: "RTSTRUCT".into(),
             ..InstanceHeader::default()
         };
-        assert_eq!(
-            destinations_for(&destinations, &ct, "CTSIM "),
-            ["all", "ct-only", "from-sim"]
-        );
-        assert_eq!(
-            destinations_for(&destinations, &rtstruct, "OTHER"),
-            ["all", "rt"]
-        );
+        let names = |header, calling| {
+            destinations_for(&destinations, header, calling)
+                .into_iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&ct, "CTSIM "), ["all", "ct-only", "from-sim"]);
+        assert_eq!(names(&rtstruct, "OTHER"), ["all", "rt"]);
     }
 }

@@ -52,6 +52,21 @@ pub struct InstanceHeader {
     pub series_number: Option<i64>,
     pub instance_number: Option<i64>,
     pub image_position_patient: Option<[f64; 3]>,
+    /// Image Orientation (Patient): row then column direction cosines.
+    pub image_orientation_patient: Option<[f64; 6]>,
+    /// Pixel Spacing: row spacing, column spacing (mm).
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub rows: Option<u32>,
+    pub columns: Option<u32>,
+    pub slice_thickness: Option<f64>,
+    /// Gantry/Detector Tilt (0018,1120), degrees.
+    pub gantry_tilt: Option<f64>,
+    pub number_of_frames: Option<u32>,
+    /// For an RT Structure Set, Plan or Dose: the SOP Instance UIDs it references (images,
+    /// structure set, plan), a bounded number, found in its sequences.
+    pub referenced_instance_uids: Vec<String>,
+    /// For an RT object: every Frame of Reference UID it names (its own and referenced ones).
+    pub referenced_frames_of_reference: Vec<String>,
     /// Frame of Reference UID; for an RT Structure Set, the first referenced frame of reference.
     pub frame_of_reference_uid: String,
     /// Respiratory Motion Compensation Technique (0018,9170) or Nominal Percentage of
@@ -128,10 +143,27 @@ impl InstanceHeader {
             image_type: multi_text(object, tags::IMAGE_TYPE),
             series_number: integer(object, tags::SERIES_NUMBER),
             instance_number: integer(object, tags::INSTANCE_NUMBER),
-            image_position_patient: position(object),
+            image_position_patient: floats(object, tags::IMAGE_POSITION_PATIENT),
+            image_orientation_patient: floats(object, tags::IMAGE_ORIENTATION_PATIENT),
+            pixel_spacing: floats(object, tags::PIXEL_SPACING),
+            rows: integer(object, tags::ROWS).and_then(|v| u32::try_from(v).ok()),
+            columns: integer(object, tags::COLUMNS).and_then(|v| u32::try_from(v).ok()),
+            slice_thickness: float(object, tags::SLICE_THICKNESS),
+            gantry_tilt: float(object, tags::GANTRY_DETECTOR_TILT),
+            number_of_frames: integer(object, tags::NUMBER_OF_FRAMES)
+                .and_then(|v| u32::try_from(v).ok()),
+            referenced_instance_uids: Vec::new(),
+            referenced_frames_of_reference: Vec::new(),
             frame_of_reference_uid: frame_of_reference(object),
             respiratory_attributes: has_respiratory_attributes(object, 0),
         };
+        let mut header = header;
+        if is_rt_object(&header.modality) {
+            let mut references = References::default();
+            references.collect(object, 0);
+            header.referenced_instance_uids = references.instances;
+            header.referenced_frames_of_reference = references.frames_of_reference;
+        }
         for (attribute, value) in [
             ("SOP Class UID (0008,0016)", &header.sop_class_uid),
             ("SOP Instance UID (0008,0018)", &header.sop_instance_uid),
@@ -169,16 +201,65 @@ fn integer(object: &InMemDicomObject, tag: Tag) -> Option<i64> {
     object.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
 }
 
-fn position(object: &InMemDicomObject) -> Option<[f64; 3]> {
+/// A multi-valued decimal attribute with exactly `N` finite values.
+fn floats<const N: usize>(object: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
     let values = object
-        .element_opt(tags::IMAGE_POSITION_PATIENT)
+        .element_opt(tag)
         .ok()
         .flatten()?
         .to_multi_float64()
         .ok()?;
-    match values.as_slice() {
-        [x, y, z] => Some([*x, *y, *z]),
-        _ => None,
+    let values: [f64; N] = values.as_slice().try_into().ok()?;
+    values.iter().all(|v| v.is_finite()).then_some(values)
+}
+
+fn float(object: &InMemDicomObject, tag: Tag) -> Option<f64> {
+    floats::<1>(object, tag).map(|[v]| v)
+}
+
+/// Modalities whose references the identity check follows.
+fn is_rt_object(modality: &str) -> bool {
+    matches!(modality.trim(), "RTSTRUCT" | "RTPLAN" | "RTDOSE")
+}
+
+/// References an RT object holds: at most this many of each kind are kept.
+const MAX_REFERENCES: usize = 4096;
+/// Sequences deeper than this are not searched (a structure set's contour images sit at 5).
+const MAX_REFERENCE_DEPTH: usize = 8;
+
+/// Referenced SOP Instance UIDs and Frame of Reference UIDs anywhere in an RT object's
+/// sequences, deduplicated, in the order found.
+#[derive(Default)]
+struct References {
+    instances: Vec<String>,
+    frames_of_reference: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl References {
+    fn collect(&mut self, object: &InMemDicomObject, depth: usize) {
+        for (tag, list) in [
+            (tags::REFERENCED_SOP_INSTANCE_UID, 0),
+            (tags::FRAME_OF_REFERENCE_UID, 1),
+        ] {
+            let uid = text(object, tag);
+            let list = if list == 0 {
+                &mut self.instances
+            } else {
+                &mut self.frames_of_reference
+            };
+            if !uid.is_empty() && list.len() < MAX_REFERENCES && self.seen.insert(uid.clone()) {
+                list.push(uid);
+            }
+        }
+        if depth >= MAX_REFERENCE_DEPTH {
+            return;
+        }
+        for element in object.iter() {
+            for item in element.items().into_iter().flatten() {
+                self.collect(item, depth + 1);
+            }
+        }
     }
 }
 

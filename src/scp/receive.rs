@@ -317,7 +317,22 @@ impl InstanceReceiver {
         let recorded = self.context.service.record_instance(instance).await;
         self.context.spool.unpin(&content_hash);
         let outcome = match recorded {
-            Ok(outcome) => outcome,
+            Ok(recorded) => {
+                crate::service::report_findings(
+                    &self.context.metrics,
+                    &recorded.study_instance_uid,
+                    &recorded.series_instance_uid,
+                    &recorded.findings,
+                );
+                if !recorded.held_for.is_empty() {
+                    tracing::warn!(
+                        sop_instance_uid = %self.request.affected_sop_instance_uid,
+                        destinations = %recorded.held_for.join(", "),
+                        "instance held by the safety gate: an admin releases or rejects it"
+                    );
+                }
+                recorded.outcome
+            }
             Err(e) => {
                 tracing::error!(cause = %error_chain(&e), "cannot index an instance");
                 let refusal = Refusal::storage(&e);

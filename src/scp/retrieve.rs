@@ -349,5 +349,7 @@ fn move_destination(config: &Config, ae_title: &str) -> Option<DestinationConfig
             modalities: Vec::new(),
             from_calling_ae_titles: Vec::new(),
             tls: None,
+            hold_on: Vec::new(),
+            forward_when: crate::config::ForwardWhen::Received,
         })
 }

@@ -12,12 +12,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{Config, DestinationConfig, ReasonChoice, Role};
+use crate::config::{Config, DestinationConfig, ForwardWhen, ReasonChoice, Role};
 use crate::dicom::uid::is_valid_uid;
 use crate::naming::{Naming, StudyStatus};
+use crate::safety::geometry::{self, Phase, SeriesGeometry};
+use crate::safety::identity::{self, Arrival, KnownSeries, Patient};
+use crate::safety::{Finding, FindingCode};
 use crate::store::audit::AuditEntry;
 use crate::store::commitment::NewCommitment;
 use crate::store::instances::{IndexedInstance, RecordOutcome};
+use crate::store::queue::Entry;
+use crate::store::safety::HoldTarget;
 use crate::store::verdicts::{ImportOutcome, NewSource};
 use crate::store::{Db, IndexHandle, StoreError};
 
@@ -45,6 +50,14 @@ pub enum ServiceError {
     UnknownDestination { name: String, known: String },
     #[error("say what to retry: a study or the dead letters")]
     NothingToRetry,
+    #[error("{0:?} is not a valid SOP Instance UID")]
+    InvalidInstanceUid(String),
+    #[error("say why: releasing or rejecting a held instance is audited with a reason")]
+    WhyRequired,
+    #[error("say which held instances: a study or an instance")]
+    NothingHeldNamed,
+    #[error("nothing is held there (already released or rejected?)")]
+    NothingHeld,
     #[error("{user} is a {role}: {action} needs {needed}")]
     NotPermitted {
         user: String,
@@ -83,8 +96,11 @@ impl ServiceError {
             | ServiceError::NoteTooLong
             | ServiceError::InvalidStudyUid(_)
             | ServiceError::UnknownDestination { .. }
-            | ServiceError::NothingToRetry => ErrorKind::Invalid,
-            ServiceError::UnknownStudy(_) => ErrorKind::NotFound,
+            | ServiceError::NothingToRetry
+            | ServiceError::InvalidInstanceUid(_)
+            | ServiceError::WhyRequired
+            | ServiceError::NothingHeldNamed => ErrorKind::Invalid,
+            ServiceError::UnknownStudy(_) | ServiceError::NothingHeld => ErrorKind::NotFound,
             ServiceError::NotPermitted { .. } | ServiceError::UnknownUser(_) => {
                 ErrorKind::Forbidden
             }
@@ -228,12 +244,13 @@ impl Service {
         &self.config
     }
 
-    /// Records a stored instance, its study's verdict when it brings new evidence, and its
-    /// queue rows, in one savepoint: an acknowledged instance can never miss either.
+    /// Records a stored instance, its identity findings, its study's verdict when it brings
+    /// new evidence, and its queue rows (held where a finding says so), in one savepoint: an
+    /// acknowledged instance can never miss either.
     pub async fn record_instance(
         &self,
         instance: IndexedInstance,
-    ) -> Result<RecordOutcome, StoreError> {
+    ) -> Result<InstanceRecorded, StoreError> {
         let naming = self.naming();
         let config = Arc::clone(&self.config);
         self.index
@@ -446,6 +463,93 @@ impl Service {
         Ok((studies, changed))
     }
 
+    /// Checks the geometry of series quiet for `safety.series_quiet_period` since their last
+    /// instance (a few per writer job), records the findings, and settles each destination's
+    /// rows of the series: held for the codes it holds on, or pending. Returns what it found.
+    pub async fn check_quiet_series(&self) -> Result<Vec<SeriesChecked>, StoreError> {
+        let config = Arc::clone(&self.config);
+        self.index
+            .execute(move |db| {
+                let cutoff = crate::clock::rfc3339_before(config.safety.series_quiet_period);
+                let now = crate::clock::now_rfc3339();
+                db.series_due_for_check(&cutoff, SERIES_PER_CHECK)?
+                    .iter()
+                    .map(|series| check_series(db, &config, series, &now))
+                    .collect()
+            })
+            .await
+    }
+
+    /// Releases (sent, in arrival order) or rejects (never sent) held instances; audited with
+    /// who and why.
+    pub async fn decide_held(
+        &self,
+        author: &Author,
+        target: HoldTarget,
+        release: bool,
+        why: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        author.require(
+            author.role.may_act_on_queue(),
+            "releasing or rejecting held instances",
+            "an admin",
+        )?;
+        let why = why.trim().to_string();
+        if why.is_empty() {
+            return Err(ServiceError::WhyRequired);
+        }
+        if why.chars().count() > MAX_NOTE_CHARS {
+            return Err(ServiceError::NoteTooLong);
+        }
+        let target = HoldTarget {
+            study_instance_uid: target
+                .study_instance_uid
+                .as_deref()
+                .map(valid_study_uid)
+                .transpose()?,
+            sop_instance_uid: target
+                .sop_instance_uid
+                .as_deref()
+                .map(valid_instance_uid)
+                .transpose()?,
+            destination: match target.destination {
+                Some(name) => Some(self.destination(&name)?.name.clone()),
+                None => None,
+            },
+        };
+        if target.study_instance_uid.is_none() && target.sop_instance_uid.is_none() {
+            return Err(ServiceError::NothingHeldNamed);
+        }
+        let author = author.clone();
+        self.index
+            .execute(move |db| {
+                let now = crate::clock::now_rfc3339();
+                let uids = db.decide_held(&target, release)?;
+                if uids.is_empty() {
+                    return Err(ServiceError::NothingHeld);
+                }
+                let action = if release {
+                    "release-held"
+                } else {
+                    "reject-held"
+                };
+                for uid in &uids {
+                    let detail = format!(
+                        "{uid}{}: {why}",
+                        target
+                            .destination
+                            .as_deref()
+                            .map(|d| format!(", destination {d}"))
+                            .unwrap_or_default()
+                    );
+                    let study = db.instance_study(uid)?;
+                    db.append_audit(&author.audit(action, study.as_deref(), detail, &now))?;
+                }
+                Ok(uids)
+            })
+            .await
+    }
+
     /// Records a Storage Commitment request; its report is due after `grace` (the requester's
     /// association gets the first chance to carry it).
     pub async fn request_commitment(
@@ -519,6 +623,15 @@ impl Service {
     }
 }
 
+fn valid_instance_uid(uid: &str) -> Result<String, ServiceError> {
+    let uid = uid.trim();
+    if is_valid_uid(uid) {
+        Ok(uid.to_string())
+    } else {
+        Err(ServiceError::InvalidInstanceUid(uid.to_string()))
+    }
+}
+
 fn valid_study_uid(uid: &str) -> Result<String, ServiceError> {
     let uid = uid.trim();
     if is_valid_uid(uid) {
@@ -528,32 +641,221 @@ fn valid_study_uid(uid: &str) -> Result<String, ServiceError> {
     }
 }
 
-/// The instance, its verdict and its queue rows; see [`Service::record_instance`].
+/// What recording an instance did.
+#[derive(Debug, Clone)]
+pub struct InstanceRecorded {
+    pub outcome: RecordOutcome,
+    /// The study it is filed under (its series' study).
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    /// Its identity findings (none for an identical re-send).
+    pub findings: Vec<Finding>,
+    /// Destinations that hold it because of them.
+    pub held_for: Vec<String>,
+}
+
+/// The instance, its identity findings, its verdict and its queue rows; see
+/// [`Service::record_instance`].
 fn record_instance(
     db: &Db<'_>,
     naming: &Naming,
     destinations: &[DestinationConfig],
     instance: &IndexedInstance,
-) -> Result<RecordOutcome, StoreError> {
+) -> Result<InstanceRecorded, StoreError> {
+    let h = &instance.header;
+    let context = db.arrival_context(h)?;
     let recorded = db.record_instance(instance)?;
+    let study = recorded.filed_study;
     if let Some(cause) = &recorded.new_evidence {
-        judge_study(
-            db,
-            naming,
-            &instance.header.study_instance_uid,
-            cause,
-            &instance.received_at,
-        )?;
+        judge_study(db, naming, &study, cause, &instance.received_at)?;
     }
-    if recorded.outcome != RecordOutcome::Identical {
-        let routes = crate::forward::routing::destinations_for(
-            destinations,
-            &instance.header,
-            &instance.calling_ae_title,
+    let mut done = InstanceRecorded {
+        outcome: recorded.outcome,
+        study_instance_uid: study,
+        series_instance_uid: h.series_instance_uid.clone(),
+        findings: Vec::new(),
+        held_for: Vec::new(),
+    };
+    if done.outcome == RecordOutcome::Identical {
+        return Ok(done);
+    }
+    let patient = Patient {
+        id: h.patient_id.clone(),
+        name: h.patient_name.clone(),
+        birth_date: h.patient_birth_date.clone(),
+        sex: h.patient_sex.clone(),
+    };
+    done.findings = identity::check_arrival(&Arrival {
+        sop_instance_uid: &h.sop_instance_uid,
+        study_instance_uid: &h.study_instance_uid,
+        frame_of_reference_uid: &h.frame_of_reference_uid,
+        patient: &patient,
+        study_patient: context.study_patient.as_ref(),
+        series: context
+            .series
+            .as_ref()
+            .map(|(study, frame_of_reference)| KnownSeries {
+                study_instance_uid: study,
+                frame_of_reference_uid: frame_of_reference,
+            }),
+        previous_patient: context.previous_patient.as_ref(),
+        references: &context.references,
+    });
+    db.insert_findings(
+        &done.study_instance_uid,
+        &h.series_instance_uid,
+        &done.findings,
+        &instance.received_at,
+    )?;
+    let mut entries = Vec::new();
+    for destination in
+        crate::forward::routing::destinations_for(destinations, h, &instance.calling_ae_title)
+    {
+        let holding: Vec<&str> = done
+            .findings
+            .iter()
+            .map(|f| f.code)
+            .filter(|code| destination.hold_on.contains(code))
+            .map(FindingCode::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let entry = if !holding.is_empty() {
+            done.held_for.push(destination.name.clone());
+            Entry::Held {
+                codes: holding.join(","),
+            }
+        } else if destination.forward_when == ForwardWhen::SeriesChecked {
+            Entry::Waiting
+        } else {
+            Entry::Pending
+        };
+        entries.push((destination.name.as_str(), entry));
+    }
+    db.enqueue(&entries, instance, &done.study_instance_uid)?;
+    Ok(done)
+}
+
+/// Series checked per writer job.
+const SERIES_PER_CHECK: usize = 8;
+
+/// What one series check found (with the phase comparison it led to).
+#[derive(Debug, Clone)]
+pub struct SeriesChecked {
+    pub study_instance_uid: String,
+    /// (series, finding), the checked series' own first.
+    pub findings: Vec<(String, Finding)>,
+}
+
+/// Checks one quiet series, compares the study's phases when it is one, records both, and
+/// settles the queue rows of every series whose findings may have changed.
+fn check_series(
+    db: &Db<'_>,
+    config: &Config,
+    series: &str,
+    now: &str,
+) -> Result<SeriesChecked, StoreError> {
+    let tolerances = &config.safety.tolerances;
+    let Some(for_check) = db.series_for_check(series)? else {
+        return Ok(SeriesChecked {
+            study_instance_uid: String::new(),
+            findings: Vec::new(),
+        });
+    };
+    let study = for_check.study_instance_uid.clone();
+    let check = geometry_of(&for_check, tolerances);
+    let state = match (&check.skipped, check.findings.is_empty()) {
+        (Some(_), _) => "skipped",
+        (None, true) => "passed",
+        (None, false) => "findings",
+    };
+    db.record_series_check(&study, series, &check.findings, state, now)?;
+    let mut findings: Vec<(String, Finding)> = check
+        .findings
+        .into_iter()
+        .map(|f| (series.to_string(), f))
+        .collect();
+    let mut settle = vec![series.to_string()];
+    if for_check.is_phase {
+        let phases = db.phase_series(&study)?;
+        if phases.iter().all(|p| p.checked) {
+            let mut checked = Vec::new();
+            for phase in &phases {
+                if let Some(s) = db.series_for_check(&phase.series_instance_uid)? {
+                    let positions = geometry_of(&s, tolerances).positions;
+                    checked.push((s, positions));
+                }
+            }
+            let compared: Vec<Phase<'_>> = checked
+                .iter()
+                .map(|(s, positions)| Phase {
+                    series_instance_uid: &s.series_instance_uid,
+                    label: &s.series_description,
+                    positions,
+                })
+                .collect();
+            let mismatches = geometry::check_phases(&compared, tolerances);
+            db.record_phase_check(&study, &mismatches, now)?;
+            findings.extend(mismatches);
+            settle = phases.into_iter().map(|p| p.series_instance_uid).collect();
+        }
+    }
+    for uid in &settle {
+        let codes = db.series_geometry_codes(uid)?;
+        for destination in &config.destinations {
+            let holding: Vec<FindingCode> = match destination.forward_when {
+                ForwardWhen::SeriesChecked => codes.clone(),
+                ForwardWhen::Received => codes
+                    .iter()
+                    .copied()
+                    .filter(|c| destination.hold_on.contains(c))
+                    .collect(),
+            };
+            db.settle_series(uid, &destination.name, &holding)?;
+        }
+    }
+    Ok(SeriesChecked {
+        study_instance_uid: study,
+        findings,
+    })
+}
+
+fn geometry_of(
+    series: &crate::store::safety::SeriesForCheck,
+    tolerances: &crate::safety::Tolerances,
+) -> geometry::SeriesCheck {
+    geometry::check_series(
+        &SeriesGeometry {
+            modality: &series.modality,
+            kind: (!series.kind.is_empty()).then_some(series.kind.as_str()),
+            slices: &series.slices,
+        },
+        tolerances,
+    )
+}
+
+/// Logs each finding (WARN, patient data masked) and counts it, for the receive path and the
+/// series check.
+pub fn report_findings(
+    metrics: &crate::metrics::Metrics,
+    study: &str,
+    series: &str,
+    findings: &[Finding],
+) {
+    for finding in findings {
+        metrics.safety_finding(finding.code);
+        tracing::warn!(
+            code = %finding.code,
+            study_instance_uid = %study,
+            series_instance_uid = %series,
+            sop_instance_uid = %finding.sop_instance_uid,
+            attribute = %finding.attribute,
+            expected = %finding.loggable(&finding.expected),
+            found = %finding.loggable(&finding.found),
+            detail = %finding.detail,
+            "safety finding"
         );
-        db.enqueue(&routes, instance)?;
     }
-    Ok(recorded.outcome)
 }
 
 /// Computes a study's verdict from what the index holds and records it; returns the status.

@@ -41,6 +41,9 @@ pub struct Recorded {
     /// Why the study's verdict must be computed again (a new study or series, new codes,
     /// respiratory attributes, a replacement); `None` when nothing the verdict reads changed.
     pub new_evidence: Option<String>,
+    /// The study the instance is filed under: its series' study (which may not be the one
+    /// the instance names; the safety check says so).
+    pub filed_study: String,
 }
 
 impl Db<'_> {
@@ -61,7 +64,8 @@ impl Db<'_> {
             "SELECT i.sop_instance_uid, i.file_path FROM instances i
              WHERE i.file_deleted_at IS NULL AND i.received_at < ?1
                AND NOT EXISTS (SELECT 1 FROM forward_queue q
-                               WHERE q.sop_instance_uid = i.sop_instance_uid AND q.state <> 'sent')
+                               WHERE q.sop_instance_uid = i.sop_instance_uid
+                                 AND q.state NOT IN ('sent', 'rejected'))
              LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![received_before, limit as i64], |r| {
@@ -116,6 +120,13 @@ pub struct ExpiredFile {
 
 fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recorded> {
     let h = &instance.header;
+    // A series belongs to one study: an instance naming another study is filed under the
+    // series' study (the safety check records the conflict); the instance row keeps its own.
+    let filed_study: String = tx
+        .prepare_cached("SELECT study_instance_uid FROM series WHERE series_instance_uid = ?1")?
+        .query_row([&h.series_instance_uid], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| h.study_instance_uid.clone());
     let previous: Option<(String, String)> = tx
         .prepare_cached(
             "SELECT content_hash, file_path FROM instances WHERE sop_instance_uid = ?1",
@@ -133,11 +144,12 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         return Ok(Recorded {
             outcome: RecordOutcome::Identical,
             new_evidence: None,
+            filed_study,
         });
     }
     let study_known = tx
         .prepare_cached("SELECT 1 FROM studies WHERE study_instance_uid = ?1")?
-        .query_row([&h.study_instance_uid], |_| Ok(()))
+        .query_row([&filed_study], |_| Ok(()))
         .optional()?
         .is_some();
     let series_respiratory: Option<bool> = tx
@@ -176,7 +188,7 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
                  excluded.referring_physician_name)",
     )?
     .execute(params![
-        h.study_instance_uid,
+        filed_study,
         h.patient_id,
         h.patient_name,
         h.accession_number,
@@ -190,10 +202,10 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         h.study_id,
         h.referring_physician_name,
     ])?;
-    let new_codes = insert_codes(tx, &h.study_instance_uid, "procedure", &h.procedure_codes)?
+    let new_codes = insert_codes(tx, &filed_study, "procedure", &h.procedure_codes)?
         + insert_codes(
             tx,
-            &h.study_instance_uid,
+            &filed_study,
             "requested_procedure",
             &h.requested_procedure_codes,
         )?;
@@ -217,11 +229,12 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
              station_name = coalesce(nullif(station_name, ''), excluded.station_name),
              frame_of_reference_uid = coalesce(nullif(frame_of_reference_uid, ''), excluded.frame_of_reference_uid),
              series_date = coalesce(nullif(series_date, ''), excluded.series_date),
-             series_time = coalesce(nullif(series_time, ''), excluded.series_time)",
+             series_time = coalesce(nullif(series_time, ''), excluded.series_time),
+             geometry_checked_at = NULL",
     )?
     .execute(params![
         h.series_instance_uid,
-        h.study_instance_uid,
+        filed_study,
         h.modality,
         h.series_number,
         h.series_description,
@@ -239,14 +252,22 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     let image_type = h.image_type.join("\\");
     let position = h
         .image_position_patient
-        .map(|[x, y, z]| format!("{x}\\{y}\\{z}"))
+        .map(|v| decimals(&v))
         .unwrap_or_default();
+    let orientation = h
+        .image_orientation_patient
+        .map(|v| decimals(&v))
+        .unwrap_or_default();
+    let pixel_spacing = h.pixel_spacing.map(|v| decimals(&v)).unwrap_or_default();
     tx.prepare_cached(
         "INSERT INTO instances (sop_instance_uid, series_instance_uid, sop_class_uid, instance_number,
              image_type, image_position_patient, frame_of_reference_uid, image_comments,
              transfer_syntax_uid, calling_ae_title, called_ae_title, peer_address, received_at,
-             file_size, file_path, content_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             file_size, file_path, content_hash, study_instance_uid, patient_id, patient_name,
+             patient_birth_date, patient_sex, image_orientation_patient, pixel_spacing, rows,
+             columns, slice_thickness, gantry_tilt, number_of_frames)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
          ON CONFLICT (sop_instance_uid) DO UPDATE SET
              series_instance_uid = excluded.series_instance_uid,
              sop_class_uid = excluded.sop_class_uid,
@@ -263,6 +284,18 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
              file_size = excluded.file_size,
              file_path = excluded.file_path,
              content_hash = excluded.content_hash,
+             study_instance_uid = excluded.study_instance_uid,
+             patient_id = excluded.patient_id,
+             patient_name = excluded.patient_name,
+             patient_birth_date = excluded.patient_birth_date,
+             patient_sex = excluded.patient_sex,
+             image_orientation_patient = excluded.image_orientation_patient,
+             pixel_spacing = excluded.pixel_spacing,
+             rows = excluded.rows,
+             columns = excluded.columns,
+             slice_thickness = excluded.slice_thickness,
+             gantry_tilt = excluded.gantry_tilt,
+             number_of_frames = excluded.number_of_frames,
              file_deleted_at = NULL",
     )?
     .execute(params![
@@ -282,6 +315,18 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         instance.file_size as i64,
         instance.file_path,
         instance.content_hash,
+        h.study_instance_uid,
+        h.patient_id,
+        h.patient_name,
+        h.patient_birth_date,
+        h.patient_sex,
+        orientation,
+        pixel_spacing,
+        h.rows,
+        h.columns,
+        h.slice_thickness,
+        h.gantry_tilt,
+        h.number_of_frames,
     ])?;
 
     let outcome = match previous {
@@ -308,7 +353,17 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
     Ok(Recorded {
         outcome,
         new_evidence,
+        filed_study,
     })
+}
+
+/// Decimals as DICOM writes a multi-valued DS: backslash-separated.
+fn decimals(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(f64::to_string)
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 /// Inserts code items not yet recorded; returns how many were new.

@@ -9,6 +9,7 @@ pub mod commitment;
 pub mod instances;
 pub mod query;
 pub mod queue;
+pub mod safety;
 pub mod studies;
 pub mod verdicts;
 pub mod writer;
@@ -57,6 +58,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_commitment_and_query",
         include_str!("../../migrations/0008_commitment_and_query.sql"),
+    ),
+    (
+        "0009_safety",
+        include_str!("../../migrations/0009_safety.sql"),
     ),
 ];
 
@@ -292,8 +297,21 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 /// Splits a `group_concat` column back into its values.
 fn split_list(text: Option<String>) -> Vec<String> {
-    text.map(|s| s.split(',').map(str::to_string).collect())
-        .unwrap_or_default()
+    text.map(|s| {
+        s.split(',')
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Splits a multi-valued attribute as the index keeps it (backslash-separated).
+fn split_values(text: &str) -> Vec<String> {
+    text.split('\\')
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

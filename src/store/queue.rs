@@ -15,14 +15,23 @@ pub enum QueueState {
     InFlight,
     Sent,
     Dead,
+    /// A safety finding this destination holds on: sent only when an admin releases it.
+    Held,
+    /// The destination takes a series once its geometry check passed (`forward_when`).
+    Waiting,
+    /// An admin rejected the held instance: never sent.
+    Rejected,
 }
 
 impl QueueState {
-    pub const ALL: [QueueState; 4] = [
+    pub const ALL: [QueueState; 7] = [
         QueueState::Pending,
         QueueState::InFlight,
         QueueState::Sent,
         QueueState::Dead,
+        QueueState::Held,
+        QueueState::Waiting,
+        QueueState::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +40,9 @@ impl QueueState {
             QueueState::InFlight => "in-flight",
             QueueState::Sent => "sent",
             QueueState::Dead => "dead",
+            QueueState::Held => "held",
+            QueueState::Waiting => "waiting",
+            QueueState::Rejected => "rejected",
         }
     }
 
@@ -59,6 +71,35 @@ pub struct QueueItem {
     pub sop_class_uid: String,
     pub transfer_syntax_uid: String,
     pub file_path: String,
+}
+
+/// How a new queue row starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Pending,
+    /// Until the series' geometry check.
+    Waiting,
+    /// The instance carries findings the destination holds on (codes, comma-separated).
+    Held {
+        codes: String,
+    },
+}
+
+impl Entry {
+    fn state(&self) -> QueueState {
+        match self {
+            Entry::Pending => QueueState::Pending,
+            Entry::Waiting => QueueState::Waiting,
+            Entry::Held { .. } => QueueState::Held,
+        }
+    }
+
+    fn held_for(&self) -> (&str, &str) {
+        match self {
+            Entry::Held { codes } => (codes, "instance"),
+            _ => ("", ""),
+        }
+    }
 }
 
 /// How one attempt ended.
@@ -90,6 +131,9 @@ pub struct DestinationQueue {
     pub in_flight: i64,
     pub sent: i64,
     pub dead: i64,
+    pub held: i64,
+    pub waiting: i64,
+    pub rejected: i64,
     /// Queued time of the oldest row not yet sent (pending, in flight or dead).
     pub oldest_waiting_since: Option<String>,
     pub last_error: String,
@@ -117,33 +161,40 @@ pub struct QueueDepth {
 }
 
 impl Db<'_> {
-    /// Queues an instance for each named destination. A row queued again (the instance was
-    /// replaced) becomes pending with a new generation. Returns how many rows were written.
+    /// Queues an instance, filed under `study`, for each destination with the state it starts
+    /// in. A row queued again (the instance was replaced) starts again with a new generation.
+    /// Returns how many rows were written.
     pub fn enqueue(
         &self,
-        destinations: &[&str],
+        destinations: &[(&str, Entry)],
         instance: &IndexedInstance,
+        study: &str,
     ) -> Result<usize, StoreError> {
         let h = &instance.header;
         let mut queued = 0;
-        for destination in destinations {
+        for (destination, entry) in destinations {
+            let (held_for, held_by) = entry.held_for();
             queued += self
                 .conn
                 .prepare_cached(
                     "INSERT INTO forward_queue (destination, sop_instance_uid, study_instance_uid,
-                         series_instance_uid, state, queued_at)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)
+                         series_instance_uid, state, queued_at, held_for, held_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
-                         state = 'pending', generation = generation + 1, attempts = 0,
+                         state = excluded.state, generation = generation + 1, attempts = 0,
                          next_attempt_at = NULL, last_error = '', last_status = NULL,
-                         queued_at = excluded.queued_at, sent_at = NULL, sent_as = ''",
+                         queued_at = excluded.queued_at, sent_at = NULL, sent_as = '',
+                         held_for = excluded.held_for, held_by = excluded.held_by",
                 )?
                 .execute(params![
                     destination,
                     h.sop_instance_uid,
-                    h.study_instance_uid,
+                    study,
                     h.series_instance_uid,
-                    instance.received_at
+                    entry.state().as_str(),
+                    instance.received_at,
+                    held_for,
+                    held_by,
                 ])?;
         }
         if queued > 0 {
@@ -285,7 +336,9 @@ impl Db<'_> {
             "SELECT destination,
                     count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in-flight'),
                     count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'dead'),
-                    min(queued_at) FILTER (WHERE state <> 'sent'),
+                    count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'waiting'),
+                    count(*) FILTER (WHERE state = 'rejected'),
+                    min(queued_at) FILTER (WHERE state NOT IN ('sent', 'rejected')),
                     (SELECT last_error FROM forward_queue q2
                      WHERE q2.destination = q.destination AND last_error <> ''
                      ORDER BY coalesce(sent_at, next_attempt_at, queued_at) DESC LIMIT 1)
@@ -299,8 +352,11 @@ impl Db<'_> {
                 in_flight: r.get(2)?,
                 sent: r.get(3)?,
                 dead: r.get(4)?,
-                oldest_waiting_since: r.get(5)?,
-                last_error: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                held: r.get(5)?,
+                waiting: r.get(6)?,
+                rejected: r.get(7)?,
+                oldest_waiting_since: r.get(8)?,
+                last_error: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -370,7 +426,8 @@ impl Db<'_> {
         Ok(count)
     }
 
-    /// Queues every stored instance of a study for a destination again.
+    /// Queues every stored instance of a study for a destination again; held, waiting and
+    /// rejected rows stay as they are (a re-send does not go around the safety gate).
     pub fn forward_study(
         &self,
         study: &str,
@@ -386,7 +443,8 @@ impl Db<'_> {
              ORDER BY i.rowid
              ON CONFLICT (destination, sop_instance_uid) DO UPDATE SET
                  state = 'pending', generation = generation + 1, attempts = 0, next_attempt_at = NULL,
-                 last_error = '', queued_at = excluded.queued_at, sent_at = NULL, sent_as = ''",
+                 last_error = '', queued_at = excluded.queued_at, sent_at = NULL, sent_as = ''
+             WHERE state NOT IN ('held', 'waiting', 'rejected')",
             params![study, destination, now],
         )?;
         self.touch_queue();

@@ -162,7 +162,11 @@ mod tests {
         let (index, thread) = IndexHandle::spawn(store, 8, queue_changed).expect("spawn");
         let kept = index.execute(|db| {
             let recorded = db.record_instance(&instance("1.2.3.4.1", "aa11"))?;
-            db.enqueue(&["tps"], &instance("1.2.3.4.1", "aa11"))?;
+            db.enqueue(
+                &[("tps", crate::store::queue::Entry::Pending)],
+                &instance("1.2.3.4.1", "aa11"),
+                "1.2.3",
+            )?;
             Ok::<_, StoreError>(recorded.outcome)
         });
         let undone = index.execute(|db| {
