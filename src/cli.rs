@@ -13,6 +13,7 @@ use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping};
 use crate::service::{Author, ReasonRequest, RetryRequest, Service, ServiceError};
 use crate::store::queue::{DestinationQueue, QueueState};
+use crate::store::safety::{HoldTarget, StudySafety};
 use crate::store::studies::{EvidenceRow, FindingRow, StudyDetail, StudyQuery, SuggestionRow};
 use crate::store::verdicts::ImportOutcome;
 use crate::store::{self, IndexHandle, Store, StoreError};
@@ -104,16 +105,10 @@ pub enum Format {
 /// `simgate studies`: received studies with their naming status, oldest waiting first.
 pub fn studies(
     config: &Config,
-    status: Option<StudyStatus>,
-    since: Option<&str>,
+    query: StudyQuery,
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let query = StudyQuery {
-        status,
-        since: since.map(str::to_string),
-        ..StudyQuery::default()
-    };
     let studies = existing_store(config)?.db().studies(&query)?;
     match format {
         Format::Json => {
@@ -148,6 +143,8 @@ pub fn studies(
                 "reason_code",
                 "documented_by",
                 "documented_at",
+                "safety_findings",
+                "held_instances",
             ])?;
             for s in &studies {
                 crate::output::write_csv_row(
@@ -172,6 +169,8 @@ pub fn studies(
                         s.reason_code.clone().unwrap_or_default(),
                         s.documented_by.clone().unwrap_or_default(),
                         s.documented_at.clone().unwrap_or_default(),
+                        s.safety_findings.to_string(),
+                        s.held_instances.to_string(),
                     ],
                 )?;
             }
@@ -184,8 +183,9 @@ pub fn studies(
             }
             writeln!(
                 out,
-                "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  FINDINGS / SUGGESTIONS",
+                "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  FINDINGS / SUGGESTIONS",
                 "STATUS",
+                "SAFETY",
                 "WAITING",
                 "PATIENT",
                 "DATE",
@@ -199,8 +199,9 @@ pub fn studies(
                 let suggestions = suggestions_text(&s.items.suggestions);
                 writeln!(
                     out,
-                    "{:<17}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
+                    "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
                     format!("{} {}", s.hcpcs, status_text(s.status)),
+                    safety_text(s.safety_findings, s.held_instances),
                     s.waiting().map(human_duration).unwrap_or_default(),
                     clip(&patient(&s.patient_name, &s.patient_id), 20),
                     s.study_date,
@@ -219,6 +220,15 @@ pub fn studies(
         }
     }
     Ok(())
+}
+
+/// "2 findings, 1 held" in a few characters.
+fn safety_text(findings: i64, held: i64) -> String {
+    match (findings, held) {
+        (0, 0) => String::new(),
+        (f, 0) => format!("{f} finding{}", if f == 1 { "" } else { "s" }),
+        (f, h) => format!("{f}f {h} held"),
+    }
 }
 
 fn status_text(status: Option<StudyStatus>) -> &'static str {
@@ -297,16 +307,57 @@ pub fn study(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let detail = existing_store(config)?
-        .db()
+    let store = existing_store(config)?;
+    let db = store.db();
+    let detail = db
         .study_detail(study_instance_uid)?
         .ok_or_else(|| CliError::UnknownStudy(study_instance_uid.to_string()))?;
+    let safety = db.study_safety(study_instance_uid)?;
     if json {
-        serde_json::to_writer_pretty(&mut *out, &detail)?;
+        let mut value = serde_json::to_value(&detail)?;
+        value["safety"] = serde_json::to_value(&safety)?;
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
         return Ok(());
     }
     write_study_detail(out, &detail)?;
+    write_study_safety(out, &safety)?;
+    Ok(())
+}
+
+fn write_study_safety(out: &mut impl Write, safety: &StudySafety) -> std::io::Result<()> {
+    writeln!(out)?;
+    if safety.findings.is_empty() {
+        writeln!(out, "Safety findings      none")?;
+    }
+    for f in &safety.findings {
+        writeln!(
+            out,
+            "Safety finding       {}  {}  (series {}{})",
+            f.code,
+            f.detail,
+            f.series_instance_uid,
+            if f.sop_instance_uid.is_empty() {
+                String::new()
+            } else {
+                format!(", instance {}", f.sop_instance_uid)
+            }
+        )?;
+    }
+    for h in &safety.held {
+        writeln!(
+            out,
+            "{:<20} {}  for {}  {}",
+            if h.state == QueueState::Held {
+                "Held"
+            } else {
+                "Waiting for check"
+            },
+            h.sop_instance_uid,
+            h.destination,
+            h.held_for.join(", ")
+        )?;
+    }
     Ok(())
 }
 
@@ -709,7 +760,9 @@ pub fn queue(
     }
     let state = match state {
         Some(text) => Some(QueueState::parse(text).ok_or_else(|| {
-            anyhow::anyhow!("--state {text:?}: use pending, in-flight, sent or dead")
+            anyhow::anyhow!(
+                "--state {text:?}: use pending, in-flight, sent, dead, held, waiting or rejected"
+            )
         })?),
         None => None,
     };
@@ -744,18 +797,29 @@ pub fn queue(
     }
     writeln!(
         out,
-        "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:<24}  LAST ERROR",
-        "DESTINATION", "PENDING", "IN-FLIGHT", "SENT", "DEAD", "OLDEST WAITING SINCE"
+        "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:>6}  {:>7}  {:>8}  {:<24}  LAST ERROR",
+        "DESTINATION",
+        "PENDING",
+        "IN-FLIGHT",
+        "SENT",
+        "DEAD",
+        "HELD",
+        "WAITING",
+        "REJECTED",
+        "OLDEST WAITING SINCE"
     )?;
     for s in &summary {
         writeln!(
             out,
-            "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:<24}  {}",
+            "{:<16}  {:>8}  {:>9}  {:>8}  {:>6}  {:>6}  {:>7}  {:>8}  {:<24}  {}",
             s.destination,
             s.pending,
             s.in_flight,
             s.sent,
             s.dead,
+            s.held,
+            s.waiting,
+            s.rejected,
             s.oldest_waiting_since.as_deref().unwrap_or("-"),
             clip(&s.last_error, 80)
         )?;
@@ -827,6 +891,36 @@ pub fn queue_retry(
         out,
         "Queued {count} instances again; a running gateway sends them within a second."
     )?;
+    Ok(())
+}
+
+/// `simgate queue release|reject (--study UID | --instance UID) --why TEXT`.
+pub fn decide_held(
+    config: &Config,
+    target: HoldTarget,
+    release: bool,
+    why: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let request = Request::DecideHeld {
+        author: Author::operator(),
+        target,
+        release,
+        why: why.to_string(),
+    };
+    let instances = match accepted(write(config, request, false)?)? {
+        Response::Decided { instances } => instances,
+        other => return Err(unexpected(&other).into()),
+    };
+    let verb = if release {
+        "Released; a running gateway sends them within a second"
+    } else {
+        "Rejected; they are never sent"
+    };
+    writeln!(out, "{verb}: {} instance(s).", instances.len())?;
+    for uid in instances {
+        writeln!(out, "  {uid}")?;
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use crate::service::rules::PlaybookFile;
 use crate::service::{
     Author, ErrorKind, ReasonRecorded, ReasonRequest, RetryRequest, Service, ServiceError,
 };
+use crate::store::safety::HoldTarget;
 use crate::store::verdicts::ImportOutcome;
 
 /// The socket's name in the storage folder.
@@ -54,6 +55,12 @@ pub enum Request {
     Recheck {
         author: Author,
     },
+    DecideHeld {
+        author: Author,
+        target: HoldTarget,
+        release: bool,
+        why: String,
+    },
 }
 
 /// What came of it.
@@ -64,6 +71,7 @@ pub enum Response {
     Queued { instances: usize },
     Imported { import: ImportOutcome },
     Rechecked { studies: usize, changed: usize },
+    Decided { instances: Vec<String> },
     Refused { kind: ErrorKind, message: String },
 }
 
@@ -110,6 +118,15 @@ pub async fn execute(service: &Service, request: Request) -> Response {
             .recheck_all(&author)
             .await
             .map(|(studies, changed)| Response::Rechecked { studies, changed }),
+        Request::DecideHeld {
+            author,
+            target,
+            release,
+            why,
+        } => service
+            .decide_held(&author, target, release, &why)
+            .await
+            .map(|instances| Response::Decided { instances }),
     };
     result.unwrap_or_else(|e: ServiceError| Response::Refused {
         kind: e.kind(),
@@ -240,6 +257,17 @@ fn with_peer(request: Request, uid: Option<u32>) -> Request {
         },
         Request::Recheck { author } => Request::Recheck {
             author: mark(author),
+        },
+        Request::DecideHeld {
+            author,
+            target,
+            release,
+            why,
+        } => Request::DecideHeld {
+            author: mark(author),
+            target,
+            release,
+            why,
         },
     }
 }

@@ -33,7 +33,8 @@ enum Command {
     Studies {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
-        /// Which studies: needs-reason, reason-documented, conforming or all.
+        /// Which studies: needs-reason, reason-documented, conforming, safety (with safety
+        /// findings or held instances) or all.
         #[arg(long, default_value = "all")]
         status: String,
         /// Only studies first received on or after this date (YYYY-MM-DD).
@@ -89,7 +90,8 @@ enum Command {
         /// Only this destination (a name from [[destinations]]).
         #[arg(long)]
         destination: Option<String>,
-        /// Only rows in this state (pending, in-flight, sent, dead) in the per-study list.
+        /// Only rows in this state (pending, in-flight, sent, dead, held, waiting, rejected)
+        /// in the per-study list.
         #[arg(long)]
         state: Option<String>,
         #[arg(long, short, default_value = "config/simgate.toml")]
@@ -164,6 +166,35 @@ enum QueueCommand {
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
     },
+    /// Send instances the safety gate holds (in their arrival order); audited with --why.
+    Release {
+        #[command(flatten)]
+        held: HeldArgs,
+    },
+    /// Never send instances the safety gate holds; audited with --why.
+    Reject {
+        #[command(flatten)]
+        held: HeldArgs,
+    },
+}
+
+/// Which held instances, and why.
+#[derive(Debug, clap::Args)]
+struct HeldArgs {
+    /// Every held instance of this study.
+    #[arg(long, required_unless_present = "instance")]
+    study: Option<String>,
+    /// This instance (SOP Instance UID).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Only for this destination (a name from [[destinations]]).
+    #[arg(long)]
+    destination: Option<String>,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    why: String,
+    #[arg(long, short, default_value = "config/simgate.toml")]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,18 +290,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             csv,
         } => {
-            let status = match status.as_str() {
-                "all" => None,
+            let naming_status = match status.as_str() {
+                "all" | "safety" => None,
                 other => Some(simgate::naming::StudyStatus::parse(other).ok_or_else(|| {
                     anyhow::anyhow!(
-                        "--status {other:?}: use needs-reason, reason-documented, conforming or all"
+                        "--status {other:?}: use needs-reason, reason-documented, conforming, safety or all"
                     )
                 })?),
             };
             simgate::cli::studies(
                 &Config::load(&config)?,
-                status,
-                since.as_deref(),
+                simgate::store::studies::StudyQuery {
+                    status: naming_status,
+                    since,
+                    safety: status == "safety",
+                    ..Default::default()
+                },
                 format(json, csv),
                 stdout,
             )?;
@@ -332,6 +367,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 stdout,
             )?,
+            Some(QueueCommand::Release { held }) => decide_held(held, true, stdout)?,
+            Some(QueueCommand::Reject { held }) => decide_held(held, false, stdout)?,
         },
         Command::Forward {
             study,
@@ -430,4 +467,22 @@ fn init_logging() {
         .with_writer(|| simgate::output::EscapingWriter(std::io::stderr()))
         .with_ansi(false)
         .init();
+}
+
+fn decide_held(
+    args: HeldArgs,
+    release: bool,
+    stdout: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    simgate::cli::decide_held(
+        &simgate::config::Config::load(&args.config)?,
+        simgate::store::safety::HoldTarget {
+            study_instance_uid: args.study,
+            sop_instance_uid: args.instance,
+            destination: args.destination,
+        },
+        release,
+        &args.why,
+        stdout,
+    )
 }

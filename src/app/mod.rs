@@ -221,12 +221,13 @@ pub async fn run(
         config.storage.retention,
         shutdown.clone(),
     ));
+    let reads = Arc::new(store::ReadPool::new(database));
     tracker.spawn(safety_check::run(
         service.clone(),
+        Arc::clone(&reads),
         Arc::clone(&metrics),
         shutdown.clone(),
     ));
-    let reads = Arc::new(store::ReadPool::new(database));
     let claims = Arc::new(crate::commitment::Claims::default());
     tracker.spawn(
         crate::commitment::reporter::Reporter {

@@ -18,6 +18,7 @@ use crate::metrics::Gauges;
 use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping, ReportRow};
 use crate::service::{ReasonRequest, RetryRequest};
+use crate::store::safety::HoldTarget;
 use crate::store::studies::{StudyQuery, StudyRow};
 
 /// Filters of the worklist and `GET /api/studies`.
@@ -43,11 +44,13 @@ impl StudyFilter {
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
         };
-        let status = match given(&self.status).as_deref().unwrap_or(default_status) {
-            "all" => None,
+        let chosen = given(&self.status);
+        let chosen = chosen.as_deref().unwrap_or(default_status);
+        let status = match chosen {
+            "all" | "safety" => None,
             other => Some(StudyStatus::parse(other).ok_or_else(|| {
                 HttpError::BadRequest(format!(
-                    "status {other:?}: use needs-reason, reason-documented, conforming or all"
+                    "status {other:?}: use needs-reason, reason-documented, conforming, safety or all"
                 ))
             })?),
         };
@@ -60,6 +63,7 @@ impl StudyFilter {
             since,
             station: given(&self.station),
             text: given(&self.q),
+            safety: chosen == "safety",
         })
     }
 }
@@ -224,6 +228,73 @@ pub async fn queue_retry(
         .retry(&request.author()?, body.request())
         .await?;
     Ok(Json(json!({ "queued": count })))
+}
+
+/// Studies with safety findings or held instances, the latest first.
+pub async fn safety(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, HttpError> {
+    request.caller()?;
+    let studies = state.read(|db| db.safety_studies(SAFETY_STUDIES)).await?;
+    Ok(Json(json!({ "studies": studies })))
+}
+
+/// Studies `GET /api/safety` lists at most.
+pub const SAFETY_STUDIES: usize = 500;
+
+/// Which held instances to release or reject, and why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldBody {
+    pub study: Option<String>,
+    pub instance: Option<String>,
+    pub destination: Option<String>,
+    #[serde(default)]
+    pub why: String,
+}
+
+impl HeldBody {
+    pub fn target(&self) -> HoldTarget {
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        HoldTarget {
+            study_instance_uid: given(&self.study),
+            sop_instance_uid: given(&self.instance),
+            destination: given(&self.destination),
+        }
+    }
+}
+
+pub async fn release_held(
+    state: State<AppState>,
+    request: Request,
+    body: Result<Json<HeldBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    decide_held(state, request, body, true).await
+}
+
+pub async fn reject_held(
+    state: State<AppState>,
+    request: Request,
+    body: Result<Json<HeldBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    decide_held(state, request, body, false).await
+}
+
+async fn decide_held(
+    State(state): State<AppState>,
+    request: Request,
+    body: Result<Json<HeldBody>, axum::extract::rejection::JsonRejection>,
+    release: bool,
+) -> Result<Json<Value>, HttpError> {
+    let Json(body) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    refuse_session(&request, "the study page's form")?;
+    let uids = state
+        .service
+        .decide_held(&request.author()?, body.target(), release, &body.why)
+        .await?;
+    let key = if release { "released" } else { "rejected" };
+    Ok(Json(json!({ key: uids })))
 }
 
 /// How long each health check may take; `/healthz` answers within about this long.

@@ -26,6 +26,7 @@ use crate::service::{Author, ErrorKind, Service, ServiceError};
 use crate::spool::Spool;
 use crate::store::audit::AuditEntry;
 use crate::store::queue::StudyQueue;
+use crate::store::safety::StudySafety;
 use crate::store::studies::StudyDetail;
 use crate::store::{Db, ReadPool, StoreError};
 
@@ -82,12 +83,13 @@ impl AppState {
     pub async fn study_document(&self, uid: &str) -> Result<StudyDocument, HttpError> {
         let uid = study_param(uid)?;
         let lookup = uid.clone();
-        let (detail, forward, audit) = self
+        let (detail, forward, audit, safety) = self
             .read(move |db| {
                 Ok((
                     db.study_detail(&lookup)?,
                     db.study_queue(&lookup)?,
                     db.audit_entries(Some(&lookup), 100)?,
+                    db.study_safety(&lookup)?,
                 ))
             })
             .await?;
@@ -98,6 +100,7 @@ impl AppState {
             detail,
             forward,
             audit,
+            safety,
         })
     }
 }
@@ -109,6 +112,8 @@ pub struct StudyDocument {
     pub detail: StudyDetail,
     pub forward: Vec<StudyQueue>,
     pub audit: Vec<AuditEntry>,
+    /// Findings of the identity and geometry checks, instances held or waiting, series checks.
+    pub safety: StudySafety,
 }
 
 /// Errors answered with a status and a JSON body `{"error": "..."}` (pages show the text).
@@ -328,6 +333,7 @@ fn pages_and_api(state: AppState) -> Router {
         .route("/report.csv", get(pages::report_csv))
         .route("/queue", get(pages::queue))
         .route("/queue/retry", post(pages::queue_retry))
+        .route("/held", post(pages::decide_held))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/openapi.json", get(api::openapi))
@@ -340,6 +346,9 @@ fn pages_and_api(state: AppState) -> Router {
         .route("/api/report", get(api::report))
         .route("/api/queue", get(api::queue))
         .route("/api/queue/retry", post(api::queue_retry))
+        .route("/api/safety", get(api::safety))
+        .route("/api/held/release", post(api::release_held))
+        .route("/api/held/reject", post(api::reject_held))
         .with_state(state)
 }
 

@@ -9,13 +9,14 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::api::{self, ReportQuery, RetryBody, StudyFilter};
+use super::api::{self, HeldBody, ReportQuery, RetryBody, StudyFilter};
 use super::auth::{Caller, SESSION_COOKIE};
 use super::{AppState, HttpError, Request};
 use crate::naming::StudyStatus;
 use crate::naming::report::ReportRow;
 use crate::service::ReasonRequest;
 use crate::store::queue::QueueState;
+use crate::store::safety::{SafetySummary, StudySafety};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f7f9}
@@ -36,6 +37,9 @@ input,select,textarea,button{font-size:1rem;font-family:inherit;padding:.3rem .4
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .9rem;vertical-align:middle}
 .card{background:#fff;border:1px solid #d8dde4;padding:.8rem 1rem;margin-bottom:1rem}
 .error{background:#fde2e1;border:1px solid #e53e3e;padding:.6rem;margin-bottom:1rem}
+.safety{background:#fff4e5;border:2px solid #c05621;padding:.6rem 1rem;margin-bottom:1rem}
+.safety h2{margin-top:.2rem;color:#9c4221}.held{background:#fed7aa}
+form.decide{display:flex;gap:.4rem;align-items:center;flex-wrap:wrap}
 ";
 
 fn page(title: &str, caller: Option<&Caller>, body: Markup) -> Html<String> {
@@ -340,6 +344,10 @@ pub async fn worklist(
         Ok(studies) => studies,
         Err(e) => return error_page(Some(&caller), e),
     };
+    let safety = match state.read(|db| db.safety_summary()).await {
+        Ok(summary) => summary,
+        Err(e) => return error_page(Some(&caller), e),
+    };
     let status = filter
         .status
         .clone()
@@ -347,9 +355,10 @@ pub async fn worklist(
         .unwrap_or_else(|| "needs-reason".into());
     let body = html! {
         h1 { "Studies that need a documented reason" }
+        (safety_banner(&safety))
         form.filters method="get" action="/worklist" {
             label { "Status" select name="status" {
-                @for (value, text) in [("needs-reason", "Needs a reason (G9319)"), ("reason-documented", "Reason documented (G9320)"), ("conforming", "Named per standard (G9318)"), ("all", "All")] {
+                @for (value, text) in [("needs-reason", "Needs a reason (G9319)"), ("reason-documented", "Reason documented (G9320)"), ("conforming", "Named per standard (G9318)"), ("safety", "Safety findings or held"), ("all", "All")] {
                     option value=(value) selected[status == value] { (text) }
                 }
             } }
@@ -362,12 +371,13 @@ pub async fn worklist(
             p.muted { "No studies match." }
         } @else {
             table #worklist {
-                thead { tr { th { "Waiting" } th { "Status" } th { "Patient" } th { "Date" } th { "Station" } th { "Study description" } th { "Series" } th { "Findings" } th { "Suggested standard names" } th { "RT planning" } } }
+                thead { tr { th { "Waiting" } th { "Status" } th { "Safety" } th { "Patient" } th { "Date" } th { "Station" } th { "Study description" } th { "Series" } th { "Findings" } th { "Suggested standard names" } th { "RT planning" } } }
                 tbody {
                     @for s in &studies {
                         tr {
                             td.num { (waiting(s.waiting())) }
                             td { (status_badge(s.status)) }
+                            td { (safety_cell(s.safety_findings, s.held_instances)) }
                             td { bdi { (person(&s.patient_name)) } br; span.muted { bdi { (s.patient_id) } } }
                             td { (dicom_date(&s.study_date)) }
                             td { bdi { (s.station_names.join(", ")) } }
@@ -427,6 +437,7 @@ pub async fn study(
                 }
             }
         }
+        (study_safety(&doc.safety, &caller, &study.study_instance_uid))
         h2 { "Series" }
         table #series {
             thead { tr { th { "#" } th { "Modality" } th { "Series description" } th { "Kind" } th.num { "Instances" } th { "Verdict" } } }
@@ -484,6 +495,146 @@ pub async fn study(
         }
     };
     page("Study", Some(&caller), body).into_response()
+}
+
+/// Above the worklist: what the safety gate holds back, when it holds anything.
+fn safety_banner(summary: &SafetySummary) -> Markup {
+    html! {
+        @if summary.held_instances > 0 || summary.studies_with_findings > 0 {
+            div.safety #safety-banner {
+                strong { "Safety gate: " }
+                (summary.held_instances) " instance(s) of " (summary.studies_with_held) " study(ies) held, not sent; "
+                (summary.studies_with_findings) " study(ies) with findings. "
+                a href="/worklist?status=safety" { "Show them" }
+            }
+        }
+    }
+}
+
+fn safety_cell(findings: i64, held: i64) -> Markup {
+    html! {
+        @if held > 0 { span.badge.held { (held) " held" } " " }
+        @if findings > 0 { span.badge { (findings) " finding" @if findings != 1 { "s" } } }
+    }
+}
+
+/// The study's findings, held instances (with release and reject for an admin) and the
+/// geometry check of each series.
+fn study_safety(safety: &StudySafety, caller: &Caller, study: &str) -> Markup {
+    let admin = caller.is_admin() && caller.via_session;
+    let csrf = caller.csrf.clone().unwrap_or_default();
+    let held: Vec<_> = safety
+        .held
+        .iter()
+        .filter(|h| h.state == QueueState::Held)
+        .collect();
+    let waiting = safety.held.len() - held.len();
+    html! {
+        @if !safety.findings.is_empty() || !safety.held.is_empty() {
+            div.safety #safety {
+                h2 { "Safety gate" }
+                @if !held.is_empty() { p { strong { (held.len()) " held: not sent until an admin releases them." } } }
+                @if waiting > 0 { p { (waiting) " waiting for their series' geometry check." } }
+                @if !safety.findings.is_empty() {
+                    table #findings { thead { tr { th { "Finding" } th { "Attribute" } th { "Detail" } th { "Study has / expected" } th { "Found" } th { "Series" } th { "Instance" } } }
+                        tbody { @for f in &safety.findings { tr {
+                            td { span.badge { (f.code) } } td { (f.attribute) } td { (f.detail) }
+                            td { bdi { (f.expected) } } td { bdi { (f.found) } }
+                            td.muted { (f.series_instance_uid) } td.muted { (f.sop_instance_uid) }
+                        } } }
+                    }
+                }
+                @if !held.is_empty() {
+                    h2 { "Held instances" }
+                    table #held { thead { tr { th { "Instance" } th { "Series" } th { "Destination" } th { "Held for" } th { "Since" } th {} } }
+                        tbody { @for h in &held { tr {
+                            td { (h.sop_instance_uid) @if let Some(n) = h.instance_number { span.muted { " #" (n) } } }
+                            td { bdi { (h.series_description) } }
+                            td { (h.destination) }
+                            td { (h.held_for.join(", ")) }
+                            td { (when(&h.queued_at)) }
+                            td { @if admin {
+                                form.decide method="post" action="/held" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="study" value=(study);
+                                    input type="hidden" name="instance" value=(h.sop_instance_uid);
+                                    input type="hidden" name="destination" value=(h.destination);
+                                    input name="why" required placeholder="why (audited)" aria-label="why";
+                                    button type="submit" name="decision" value="release" { "Release" }
+                                    button type="submit" name="decision" value="reject" { "Reject" }
+                                }
+                            } @else { span.muted { "an admin decides" } } }
+                        } } }
+                    }
+                }
+            }
+        }
+        @if !safety.series_checks.is_empty() {
+            p.muted { "Geometry check: "
+                @for c in &safety.series_checks { span.badge { bdi { (if c.series_description.is_empty() { "(empty)" } else { c.series_description.as_str() }) } ": " (c.geometry) } " " }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeldForm {
+    #[serde(default)]
+    csrf: String,
+    study: Option<String>,
+    instance: Option<String>,
+    destination: Option<String>,
+    #[serde(default)]
+    why: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// Release or reject held instances from the study page.
+pub async fn decide_held(
+    State(state): State<AppState>,
+    request: Request,
+    Form(form): Form<HeldForm>,
+) -> Response {
+    let back = match &form.study {
+        Some(study) if crate::dicom::uid::is_valid_uid(study) => format!("/studies/{study}"),
+        _ => "/queue".to_string(),
+    };
+    let caller = match require(&request, &back) {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    if let Err(e) = check_csrf(&caller, &form.csrf) {
+        return error_page(Some(&caller), e);
+    }
+    let release = match form.decision.as_str() {
+        "release" => true,
+        "reject" => false,
+        other => {
+            return error_page(
+                Some(&caller),
+                HttpError::BadRequest(format!("decision {other:?}: release or reject")),
+            );
+        }
+    };
+    let author = match request.author() {
+        Ok(author) => author,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let body = HeldBody {
+        study: form.study,
+        instance: form.instance,
+        destination: form.destination,
+        why: form.why,
+    };
+    match state
+        .service
+        .decide_held(&author, body.target(), release, &body.why)
+        .await
+    {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => error_page(Some(&caller), e.into()),
+    }
 }
 
 /// The status as a coloured badge: `G9319 needs-reason`.
@@ -639,9 +790,10 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         h1 { "Forward queue" }
         @if state.config().destinations.is_empty() { p.muted { "No destinations configured: instances are received and logged only." } }
         table #queue {
-            thead { tr { th { "Destination" } th.num { "Pending" } th.num { "In flight" } th.num { "Sent" } th.num { "Dead" } th { "Oldest waiting since" } th { "Last error" } } }
+            thead { tr { th { "Destination" } th.num { "Pending" } th.num { "In flight" } th.num { "Sent" } th.num { "Dead" } th.num { "Held" } th.num { "Waiting for check" } th.num { "Rejected" } th { "Oldest waiting since" } th { "Last error" } } }
             tbody { @for d in &summary { tr {
                 td { (d.destination) } td.num { (d.pending) } td.num { (d.in_flight) } td.num { (d.sent) } td.num { (d.dead) }
+                td.num { (d.held) } td.num { (d.waiting) } td.num { (d.rejected) }
                 td { (d.oldest_waiting_since.clone().unwrap_or_default()) } td.warn { (d.last_error) }
             } } }
         }
@@ -655,9 +807,11 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         h2 { "By study" }
         table {
             thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th { "Sent as" } th {} } }
-            tbody { @for s in studies.iter().filter(|s| s.state != QueueState::Sent) { tr {
+            tbody { @for s in studies.iter().filter(|s| !matches!(s.state, QueueState::Sent | QueueState::Rejected)) { tr {
                 td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state.as_str()) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) } td { (s.sent_as) }
-                td { @if admin { form method="post" action="/queue/retry" {
+                td { @if s.state == QueueState::Held {
+                    a href={"/studies/" (s.study_instance_uid) "#safety"} { "Release or reject on the study page" }
+                } @else if admin && matches!(s.state, QueueState::Pending | QueueState::Dead) { form method="post" action="/queue/retry" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="study" value=(s.study_instance_uid);
                     input type="hidden" name="destination" value=(s.destination);

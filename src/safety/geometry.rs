@@ -275,9 +275,17 @@ fn angle_from_z(normal: [f64; 3]) -> f64 {
 // ---------------------------------------------------------------------------
 // Formatting
 
-/// One decimal, without a negative zero ("-0.0" becomes "0.0").
+/// At least one decimal, more where the value has them (up to three): "6.0", "1.25",
+/// "-120.625"; without a negative zero ("-0.0" becomes "0.0").
 fn fmt1(value: f64) -> String {
-    no_negative_zero(format!("{value:.1}"))
+    let text = format!("{value:.3}");
+    let trimmed = text.trim_end_matches('0');
+    let text = if trimmed.ends_with('.') {
+        format!("{trimmed}0")
+    } else {
+        trimmed.to_string()
+    };
+    no_negative_zero(text)
 }
 
 /// Two decimals, without a negative zero.
@@ -1439,7 +1447,11 @@ mod tests {
 
     #[test]
     fn formatting() {
-        assert_eq!(fmt1(-0.04), "0.0");
+        assert_eq!(fmt1(-0.0004), "0.0");
+        assert_eq!(fmt1(6.0), "6.0");
+        assert_eq!(fmt1(1.25), "1.25");
+        assert_eq!(fmt1(-120.625), "-120.625");
+        assert_eq!(fmt1(15.0004), "15.0");
         assert_eq!(fmt_trim(-0.0), "0");
         assert_eq!(fmt_trim(0.97656), "0.9766");
         assert_eq!(fmt_multi(&HFS), "1\\0\\0\\0\\1\\0");

@@ -136,6 +136,9 @@ pub fn check_arrival(arrival: &Arrival<'_>) -> Vec<Finding> {
     findings
 }
 
+/// How an attribute's values are made comparable.
+type Normalise = fn(&str) -> String;
+
 fn compare_patients(
     arrival: &Arrival<'_>,
     known: &Patient,
@@ -143,7 +146,7 @@ fn compare_patients(
     findings: &mut Vec<Finding>,
 ) {
     let own = arrival.patient;
-    let attributes: [(&str, &str, &str, fn(&str) -> String); 4] = [
+    let attributes: [(&str, &str, &str, Normalise); 4] = [
         ("Patient ID", &known.id, &own.id, normalise_text),
         ("Patient's Name", &known.name, &own.name, normalise_name),
         (
@@ -177,7 +180,7 @@ fn plural(what: &str) -> String {
 }
 
 /// Both values are given and differ once normalised.
-fn differs(a: &str, b: &str, normalise: fn(&str) -> String) -> bool {
+fn differs(a: &str, b: &str, normalise: Normalise) -> bool {
     let (a, b) = (normalise(a), normalise(b));
     !a.is_empty() && !b.is_empty() && a != b
 }

@@ -89,7 +89,7 @@ impl<S: Transport> Session<S> {
             ..SubOperations::default()
         };
         let mut failed_uids = Vec::new();
-        let mut removed = 0usize;
+        let (mut removed, mut held) = (0usize, 0usize);
         let mut first_failure: Option<String> = None;
         let mut cancelled = false;
         for (index, item) in items.iter().enumerate() {
@@ -100,6 +100,9 @@ impl<S: Transport> Session<S> {
             let outcome = if item.file_deleted {
                 removed += 1;
                 SubOutcome::Failed("spool file removed by retention".into())
+            } else if item.held {
+                held += 1;
+                SubOutcome::Failed("held by the safety gate".into())
             } else {
                 match &mut target {
                     Target::Move(scu) => move_one(scu, item, &originator).await,
@@ -138,12 +141,17 @@ impl<S: Transport> Session<S> {
         } else {
             Status::SUCCESS
         };
-        let comment = if removed > 0 {
-            Some(format!(
+        let comment = match (removed, held) {
+            (0, 0) => first_failure.clone(),
+            (removed, 0) => Some(format!(
                 "{removed} instance(s) no longer held: retention removed the files"
-            ))
-        } else {
-            first_failure.clone()
+            )),
+            (0, held) => Some(format!(
+                "{held} instance(s) held by the safety gate (an admin releases or rejects them)"
+            )),
+            (removed, held) => Some(format!(
+                "{removed} instance(s) removed by retention, {held} held by the safety gate"
+            )),
         };
         tracing::info!(
             peer = %self.origin.peer,

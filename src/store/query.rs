@@ -37,6 +37,8 @@ pub struct RetrieveItem {
     pub file_path: String,
     /// Retention removed the spool file.
     pub file_deleted: bool,
+    /// The safety gate holds it for a destination, or an admin rejected it: not retrieved.
+    pub held: bool,
 }
 
 // The SQL columns of each level, named by the tag they answer (hex, 8 digits).
@@ -103,7 +105,9 @@ ORDER BY i.series_instance_uid, i.instance_number, i.sop_instance_uid"#;
 
 const RETRIEVE_SQL: &str = r#"
 SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.file_path,
-       i.file_deleted_at IS NOT NULL
+       i.file_deleted_at IS NOT NULL,
+       EXISTS (SELECT 1 FROM forward_queue q WHERE q.sop_instance_uid = i.sop_instance_uid
+               AND q.state IN ('held', 'rejected'))
 FROM instances i JOIN series se USING (series_instance_uid)
   JOIN studies s USING (study_instance_uid)
 WHERE (?1 IS NULL OR s.patient_id = ?1)
@@ -193,6 +197,7 @@ impl Db<'_> {
                     transfer_syntax_uid: r.get(2)?,
                     file_path: r.get(3)?,
                     file_deleted: r.get(4)?,
+                    held: r.get(5)?,
                 })
             },
         )?;

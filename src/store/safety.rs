@@ -104,6 +104,14 @@ pub struct SafetyStudy {
     pub findings: Vec<SafetyFindingRow>,
 }
 
+/// What the worklist's safety banner counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SafetySummary {
+    pub studies_with_findings: i64,
+    pub held_instances: i64,
+    pub studies_with_held: i64,
+}
+
 /// Which held rows a release or rejection acts on.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct HoldTarget {
@@ -452,6 +460,23 @@ impl Db<'_> {
             self.touch_queue();
         }
         Ok(uids)
+    }
+
+    /// Counts for the worklist's safety banner.
+    pub fn safety_summary(&self) -> Result<SafetySummary, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(DISTINCT study_instance_uid) FROM safety_findings),
+                    count(DISTINCT sop_instance_uid), count(DISTINCT study_instance_uid)
+             FROM forward_queue WHERE state = 'held'",
+            [],
+            |r| {
+                Ok(SafetySummary {
+                    studies_with_findings: r.get(0)?,
+                    held_instances: r.get(1)?,
+                    studies_with_held: r.get(2)?,
+                })
+            },
+        )?)
     }
 
     /// The study an instance is filed under.

@@ -22,6 +22,8 @@ pub struct StudyQuery {
     pub station: Option<String>,
     /// Free text in patient name or ID, study or series descriptions, or the UID.
     pub text: Option<String>,
+    /// Only studies with safety findings or held instances (any naming status).
+    pub safety: bool,
 }
 
 /// A finding of the verdict: a name that follows neither the standard nor the conventions.
@@ -76,6 +78,10 @@ pub struct StudyRow {
     pub reason_code: Option<String>,
     pub documented_by: Option<String>,
     pub documented_at: Option<String>,
+    /// Safety findings of the study (identity and geometry checks).
+    pub safety_findings: i64,
+    /// Instances the safety gate holds for at least one destination.
+    pub held_instances: i64,
 }
 
 impl StudyRow {
@@ -252,7 +258,10 @@ const STUDY_ROWS_SQL: &str = "
              WHERE se.study_instance_uid = s.study_instance_uid),
            s.first_received_at, s.last_received_at, v.needs_reason_since,
            coalesce(v.rt_planning, 0), coalesce(v.suggested_reason, ''),
-           r.reason_code, r.documented_by, r.documented_at
+           r.reason_code, r.documented_by, r.documented_at,
+           (SELECT count(*) FROM safety_findings f WHERE f.study_instance_uid = s.study_instance_uid),
+           (SELECT count(DISTINCT sop_instance_uid) FROM forward_queue q
+             WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held')
     FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
     LEFT JOIN study_reasons r ON r.id = (SELECT max(id) FROM study_reasons
                                          WHERE study_instance_uid = s.study_instance_uid)";
@@ -287,6 +296,8 @@ fn study_row(r: &Row<'_>) -> rusqlite::Result<StudyRow> {
         reason_code: r.get(15)?,
         documented_by: r.get(16)?,
         documented_at: r.get(17)?,
+        safety_findings: r.get(18)?,
+        held_instances: r.get(19)?,
     })
 }
 
@@ -296,10 +307,19 @@ impl Db<'_> {
         let mut stmt = self.conn.prepare(&format!(
             "{STUDY_ROWS_SQL}
              WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR s.first_received_at >= ?2)
+               AND (?3 = 0
+                    OR EXISTS (SELECT 1 FROM safety_findings f
+                               WHERE f.study_instance_uid = s.study_instance_uid)
+                    OR EXISTS (SELECT 1 FROM forward_queue q
+                               WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held'))
              ORDER BY coalesce(v.needs_reason_since, s.first_received_at), s.study_instance_uid"
         ))?;
         let rows = stmt.query_map(
-            params![query.status.map(StudyStatus::as_str), query.since],
+            params![
+                query.status.map(StudyStatus::as_str),
+                query.since,
+                query.safety
+            ],
             study_row,
         )?;
         let mut studies: Vec<StudyRow> = rows.collect::<Result<_, _>>()?;

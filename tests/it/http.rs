@@ -52,14 +52,14 @@ fn gateway() -> App {
     App::spawn_full("", "", "", &users)
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
 }
 
-fn url(app: &App, path: &str) -> String {
+pub(crate) fn url(app: &App, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", app.http_port)
 }
 
@@ -282,7 +282,7 @@ fn login_attempt(
 }
 
 /// Signs in through the login form and returns the session cookie.
-fn sign_in(app: &App, http: &Client, name: &str) -> String {
+pub(crate) fn sign_in(app: &App, http: &Client, name: &str) -> String {
     let response = login_attempt(app, http, name, PASSWORD, "/worklist");
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {name}");
     let cookie = response.headers()["set-cookie"]

@@ -12,5 +12,6 @@ mod malformed;
 mod naming;
 mod query;
 mod receive;
+mod safety;
 mod support;
 mod tls;
