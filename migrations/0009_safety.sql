@@ -30,7 +30,8 @@ ALTER TABLE series ADD COLUMN geometry_checked_at TEXT;
 ALTER TABLE series ADD COLUMN geometry TEXT NOT NULL DEFAULT ''
     CHECK (geometry IN ('', 'passed', 'findings', 'skipped', 'not-checked'));
 UPDATE series SET geometry_checked_at = last_received_at, geometry = 'not-checked';
-CREATE INDEX series_geometry_due ON series (last_received_at) WHERE geometry_checked_at IS NULL;
+-- On a column the per-instance series update never sets, so receiving does not rewrite it.
+CREATE INDEX series_geometry_due ON series (series_instance_uid) WHERE geometry_checked_at IS NULL;
 
 CREATE TABLE safety_findings (
     id                  INTEGER PRIMARY KEY,
@@ -88,5 +89,6 @@ CREATE INDEX forward_queue_work ON forward_queue (destination, state, id);
 CREATE INDEX forward_queue_study ON forward_queue (study_instance_uid);
 CREATE INDEX forward_queue_series ON forward_queue (series_instance_uid, state);
 
--- What an RT object's frame of reference belongs to.
+-- What an RT object's frame of reference belongs to. (The per-instance series update leaves
+-- frame_of_reference_uid alone once set, so receiving does not rewrite this index.)
 CREATE INDEX series_frame_of_reference ON series (frame_of_reference_uid);

@@ -546,6 +546,16 @@ fn study_safety(safety: &StudySafety, caller: &Caller, study: &str) -> Markup {
                 }
                 @if !held.is_empty() {
                     h2 { "Held instances" }
+                    @if admin && held.len() > 1 {
+                        form.decide #decide-study method="post" action="/held" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="study" value=(study);
+                            "All " (held.len()) " held instances of this study: "
+                            input name="why" required placeholder="why (audited)" aria-label="why";
+                            button type="submit" name="decision" value="release" { "Release all" }
+                            button type="submit" name="decision" value="reject" { "Reject all" }
+                        }
+                    }
                     table #held { thead { tr { th { "Instance" } th { "Series" } th { "Destination" } th { "Held for" } th { "Since" } th {} } }
                         tbody { @for h in &held { tr {
                             td { (h.sop_instance_uid) @if let Some(n) = h.instance_number { span.muted { " #" (n) } } }

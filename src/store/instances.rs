@@ -227,10 +227,8 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
              series_description = coalesce(nullif(series_description, ''), excluded.series_description),
              protocol_name = coalesce(nullif(protocol_name, ''), excluded.protocol_name),
              station_name = coalesce(nullif(station_name, ''), excluded.station_name),
-             frame_of_reference_uid = coalesce(nullif(frame_of_reference_uid, ''), excluded.frame_of_reference_uid),
              series_date = coalesce(nullif(series_date, ''), excluded.series_date),
-             series_time = coalesce(nullif(series_time, ''), excluded.series_time),
-             geometry_checked_at = NULL",
+             series_time = coalesce(nullif(series_time, ''), excluded.series_time)",
     )?
     .execute(params![
         h.series_instance_uid,
@@ -248,6 +246,21 @@ fn record(tx: &Connection, instance: &IndexedInstance) -> rusqlite::Result<Recor
         h.series_date,
         h.series_time,
     ])?;
+    // Apart from the upsert, and only when they change, so the indexes on these columns are
+    // not rewritten by every instance: the series' frame of reference once known, and "not
+    // checked since its last instance" for the safety check.
+    if !h.frame_of_reference_uid.is_empty() {
+        tx.prepare_cached(
+            "UPDATE series SET frame_of_reference_uid = ?2
+             WHERE series_instance_uid = ?1 AND frame_of_reference_uid = ''",
+        )?
+        .execute(params![h.series_instance_uid, h.frame_of_reference_uid])?;
+    }
+    tx.prepare_cached(
+        "UPDATE series SET geometry_checked_at = NULL
+         WHERE series_instance_uid = ?1 AND geometry_checked_at IS NOT NULL",
+    )?
+    .execute([&h.series_instance_uid])?;
 
     let image_type = h.image_type.join("\\");
     let position = h

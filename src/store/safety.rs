@@ -448,7 +448,8 @@ impl Db<'_> {
             .query_map(args, |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let set = if release {
-            "state = 'pending', attempts = 0, next_attempt_at = NULL, generation = generation + 1"
+            "state = 'pending', attempts = 0, next_attempt_at = NULL, generation = generation + 1,
+             held_for = '', held_by = ''"
         } else {
             "state = 'rejected'"
         };

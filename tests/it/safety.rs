@@ -267,7 +267,7 @@ fn an_instance_of_another_patient_is_held_until_an_admin_releases_or_rejects_it(
     assert!(audit[1].2.contains(&rejected) && audit[1].2.contains("another patient's slice"));
     // A C-MOVE does not go around the gate: the rejected instance is a failed sub-operation.
     let output = dcmtk("movescu")
-        .args(["-S", "-aet", "TPS", "-aec", "SIMGATE", "-aem", "TPS", "-v"])
+        .args(["-S", "-aet", "TPS", "-aec", "SIMGATE", "-aem", "TPS", "-d"])
         .args(["-k", "QueryRetrieveLevel=STUDY"])
         .args([
             "-k",
@@ -330,6 +330,25 @@ fn with_forward_when_series_checked_a_series_with_a_gap_is_held_and_a_clean_one_
             .all(|f| got.contains(&f.sop_instance_uid))
     );
     assert!(started_after(&tps, sent + Duration::from_secs(3)));
+
+    // The physicist accepts the gap (outside the treated region): the CLI releases the series.
+    let output = app.cli(&[
+        "queue",
+        "release",
+        "--study",
+        &gapped.study_instance_uid,
+        "--why",
+        "gap outside the treated region",
+    ]);
+    assert_success(&output, "simgate queue release");
+    assert!(crate::support::text(&output).contains("11 instance(s)"));
+    tps.wait_for(23);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM audit_log WHERE action = 'release-held' AND detail LIKE '%gap outside%'"
+        ),
+        11
+    );
 }
 
 /// Every file storescp holds was written at or after `at` (the clock of this process).
