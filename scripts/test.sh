@@ -20,6 +20,8 @@ command -v certutil >/dev/null 2>&1 || need_packages+=(libnss3-tools)
 # The WebDriver client (fantoccini) links the system OpenSSL.
 command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_packages+=(libssl-dev)
+# Display time zones come from the system's zone database.
+[ -e /usr/share/zoneinfo/Europe/Paris ] || need_packages+=(tzdata)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "==> installing ${need_packages[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -336,6 +336,8 @@ pub struct HttpConfig {
     /// A TLS proxy in front terminates HTTPS: a plain bind beyond loopback is allowed then,
     /// and cookies are marked Secure.
     pub behind_tls_proxy: bool,
+    /// Times on the pages and in the CLI's text are shown in this zone.
+    pub time_zone: crate::clock::DisplayZone,
 }
 
 impl HttpConfig {
@@ -401,6 +403,8 @@ pub struct NamingConfig {
     pub planning_patterns: Vec<Regex>,
     pub rt_planning_reason: String,
     pub reasons: Vec<ReasonChoice>,
+    /// Standard names less similar than this (0..1) are not suggested.
+    pub suggestion_floor: f64,
 }
 
 fn patterns_as_text<S: serde::Serializer>(patterns: &[Regex], s: S) -> Result<S::Ok, S::Error> {
@@ -862,6 +866,11 @@ impl Resolver<'_> {
                 private_key: self.path_from_base(t.private_key),
             }),
             behind_tls_proxy: h.behind_tls_proxy,
+            time_zone: match h.time_zone.trim() {
+                "" => crate::clock::DisplayZone::system(),
+                name => crate::clock::DisplayZone::named(name)
+                    .map_err(|problem| self.invalid("http.time_zone", problem))?,
+            },
         };
         Ok(Config {
             listener,
@@ -940,6 +949,14 @@ impl Resolver<'_> {
             ct_simulator_station_names: n.ct_simulator_station_names,
             planning_patterns,
             rt_planning_reason: n.rt_planning_reason,
+            suggestion_floor: if (0.0..=1.0).contains(&n.suggestion_floor) {
+                n.suggestion_floor
+            } else {
+                return Err(self.invalid(
+                    "naming.suggestion_floor",
+                    format!("{} must be between 0 and 1", n.suggestion_floor),
+                ));
+            },
             reasons: n.reasons,
         })
     }
@@ -1079,6 +1096,8 @@ struct RawHttp {
     request_timeout: String,
     tls: Option<RawHttpTls>,
     behind_tls_proxy: bool,
+    /// IANA name; empty: the machine's.
+    time_zone: String,
 }
 
 impl Default for RawHttp {
@@ -1092,6 +1111,7 @@ impl Default for RawHttp {
             request_timeout: "30s".into(),
             tls: None,
             behind_tls_proxy: false,
+            time_zone: String::new(),
         }
     }
 }
@@ -1159,6 +1179,7 @@ struct RawNaming {
     planning_patterns: Vec<String>,
     rt_planning_reason: String,
     reasons: Vec<ReasonChoice>,
+    suggestion_floor: f64,
 }
 
 impl Default for RawNaming {
@@ -1180,6 +1201,7 @@ impl Default for RawNaming {
                 r"(?i)\b(sim|ct ?sim|rt|rtp|plan|planning|radiotherapy|treatment|4d|4dct|gated|dibh|igrt)\b".into(),
             ],
             rt_planning_reason: "rt-planning".into(),
+            suggestion_floor: 0.3,
             reasons: vec![
                 reason("immobilization", "Patient immobilization", false),
                 reason("respiratory-4d", "Respiratory gating / 4D acquisition", false),

@@ -10,43 +10,87 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{AppState, HttpError, Request, date_param};
 use crate::metrics::Gauges;
 use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping, ReportRow};
-use crate::service::{ReasonRequest, RetryRequest};
+use crate::service::{BulkReasonRequest, ReasonRequest, RetryRequest};
 use crate::store::safety::HoldTarget;
 use crate::store::studies::{StudyQuery, StudyRow};
 
-/// Filters of the worklist and `GET /api/studies`.
-#[derive(Debug, Default, Deserialize)]
+/// Filters, sorting and paging of the worklist and `GET /api/studies`, as URL parameters.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct StudyFilter {
-    /// needs-reason (default for the worklist), reason-documented, conforming or all.
+    /// needs-reason (default for the worklist), reason-documented, conforming, safety or all.
     pub status: Option<String>,
     /// YYYY-MM-DD: first received on or after.
     pub since: Option<String>,
+    /// YYYY-MM-DD: first received on or before.
+    pub until: Option<String>,
+    /// YYYY-MM-DD: Study Date on or after.
+    pub study_from: Option<String>,
+    /// YYYY-MM-DD: Study Date on or before.
+    pub study_to: Option<String>,
     /// Station Name, exact (case-insensitive).
     pub station: Option<String>,
-    /// Free text in patient, descriptions or UID.
+    /// Who documented the latest reason.
+    pub by: Option<String>,
+    /// Free text in patient, accession number, descriptions or UID.
     pub q: Option<String>,
+    /// waiting (default), study-date, patient, station, received, accession.
+    pub sort: Option<String>,
+    /// asc (default) or desc.
+    pub order: Option<String>,
+    /// Page number from 1.
+    pub page: Option<String>,
+    /// Rows per page: 25, 50 (default) or 100.
+    pub per: Option<String>,
+}
+
+/// Rows per page the worklist offers.
+pub const PAGE_SIZES: [usize; 3] = [25, 50, 100];
+/// Sort keys of the worklist, with their labels.
+pub const SORTS: [(&str, &str); 6] = [
+    ("waiting", "Waiting"),
+    ("study-date", "Study date"),
+    ("patient", "Patient"),
+    ("station", "Station"),
+    ("received", "Received"),
+    ("accession", "Accession"),
+];
+
+fn given(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// One page of studies and where it sits in the whole list.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyPage {
+    pub studies: Vec<StudyRow>,
+    /// Studies matching the filters, on every page.
+    pub total: usize,
+    pub page: usize,
+    pub per: usize,
+    pub pages: usize,
 }
 
 impl StudyFilter {
+    /// The status shown, `default_status` when none is given.
+    pub fn status_or(&self, default_status: &str) -> String {
+        given(&self.status).unwrap_or_else(|| default_status.to_string())
+    }
+
     /// The store's query for these parameters; `default_status` when none is given.
     pub fn query(&self, default_status: &str) -> Result<StudyQuery, HttpError> {
-        let given = |value: &Option<String>| {
-            value
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        let chosen = given(&self.status);
-        let chosen = chosen.as_deref().unwrap_or(default_status);
-        let status = match chosen {
+        let chosen = self.status_or(default_status);
+        let status = match chosen.as_str() {
             "all" | "safety" => None,
             other => Some(StudyStatus::parse(other).ok_or_else(|| {
                 HttpError::BadRequest(format!(
@@ -54,17 +98,132 @@ impl StudyFilter {
                 ))
             })?),
         };
-        let since = match given(&self.since) {
-            Some(since) => Some(date_param("since", &since)?),
-            None => None,
+        let date = |name: &str, value: &Option<String>| -> Result<Option<String>, HttpError> {
+            given(value).map(|v| date_param(name, &v)).transpose()
         };
+        let (since, until) = (date("since", &self.since)?, date("until", &self.until)?);
+        let (study_from, study_to) = (
+            date("study_from", &self.study_from)?,
+            date("study_to", &self.study_to)?,
+        );
+        for (name, from, to) in [
+            ("received", &since, &until),
+            ("study date", &study_from, &study_to),
+        ] {
+            if let (Some(from), Some(to)) = (from, to)
+                && from > to
+            {
+                return Err(HttpError::BadRequest(format!(
+                    "{name} range {from} .. {to} ends before it starts"
+                )));
+            }
+        }
         Ok(StudyQuery {
             status,
             since,
+            until: until.map(|day| crate::clock::day_after(&day)),
+            study_date_from: study_from.map(|d| d.replace('-', "")),
+            study_date_to: study_to.map(|d| d.replace('-', "")),
             station: given(&self.station),
             text: given(&self.q),
             safety: chosen == "safety",
+            documented_by: given(&self.by),
         })
+    }
+
+    /// Rows per page (50 unless one of [`PAGE_SIZES`] is asked for).
+    pub fn per(&self) -> usize {
+        given(&self.per)
+            .and_then(|p| p.parse().ok())
+            .filter(|p| PAGE_SIZES.contains(p))
+            .unwrap_or(50)
+    }
+
+    pub fn sort(&self) -> &str {
+        let asked = self.sort.as_deref().unwrap_or("waiting");
+        SORTS
+            .iter()
+            .map(|(key, _)| *key)
+            .find(|key| *key == asked)
+            .unwrap_or("waiting")
+    }
+
+    pub fn descending(&self) -> bool {
+        self.order.as_deref() == Some("desc")
+    }
+
+    /// This filter as URL parameters, with some replaced (e.g. another page or sort).
+    pub fn url(&self, changes: &[(&str, &str)]) -> String {
+        let mut pairs: Vec<(String, String)> = [
+            ("status", &self.status),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("study_from", &self.study_from),
+            ("study_to", &self.study_to),
+            ("station", &self.station),
+            ("by", &self.by),
+            ("q", &self.q),
+            ("sort", &self.sort),
+            ("order", &self.order),
+            ("page", &self.page),
+            ("per", &self.per),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| given(v).map(|v| (k.to_string(), v)))
+        .collect();
+        for (key, value) in changes {
+            pairs.retain(|(k, _)| k != key);
+            if !value.is_empty() {
+                pairs.push((key.to_string(), value.to_string()));
+            }
+        }
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            url.append_pair(k, v);
+        }
+        url.finish()
+    }
+}
+
+/// Sorts the matching studies and cuts out the page asked for; `whole` (the API without `page`
+/// or `per`): every study on one page.
+pub fn paginate(mut studies: Vec<StudyRow>, filter: &StudyFilter, whole: bool) -> StudyPage {
+    let key = filter.sort();
+    let text = |s: &StudyRow| -> String {
+        match key {
+            "study-date" => s.study_date.clone(),
+            "patient" => s.patient_name.to_lowercase(),
+            "station" => s.station_names.join(",").to_lowercase(),
+            "received" => s.first_received_at.clone(),
+            "accession" => s.accession_number.clone(),
+            _ => String::new(),
+        }
+    };
+    if key != "waiting" {
+        // Stable: ties keep the waiting order the store gave.
+        studies.sort_by_cached_key(text);
+    }
+    if filter.descending() {
+        studies.reverse();
+    }
+    let total = studies.len();
+    let per = if whole { total.max(1) } else { filter.per() };
+    let pages = total.div_ceil(per).max(1);
+    let page = given(&filter.page)
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let studies = studies
+        .into_iter()
+        .skip((page - 1) * per)
+        .take(per)
+        .collect();
+    StudyPage {
+        studies,
+        total,
+        page,
+        per,
+        pages,
     }
 }
 
@@ -72,9 +231,11 @@ pub async fn list_studies(
     state: &AppState,
     filter: &StudyFilter,
     default_status: &str,
-) -> Result<Vec<StudyRow>, HttpError> {
+) -> Result<StudyPage, HttpError> {
     let query = filter.query(default_status)?;
-    state.read(move |db| db.studies(&query)).await
+    let studies = state.read(move |db| db.studies(&query)).await?;
+    let whole = default_status == "all" && filter.page.is_none() && filter.per.is_none();
+    Ok(paginate(studies, filter, whole))
 }
 
 pub async fn studies(
@@ -83,8 +244,8 @@ pub async fn studies(
     Query(filter): Query<StudyFilter>,
 ) -> Result<Json<Value>, HttpError> {
     request.caller()?;
-    let studies = list_studies(&state, &filter, "all").await?;
-    Ok(Json(json!({ "studies": studies })))
+    let page = list_studies(&state, &filter, "all").await?;
+    Ok(Json(json!(page)))
 }
 
 pub async fn study(
@@ -132,6 +293,28 @@ pub async fn document_reason(
         })),
     )
         .into_response())
+}
+
+/// Documents one reason for several studies (physician); 201 with one result per study.
+pub async fn document_reasons(
+    State(state): State<AppState>,
+    request: Request,
+    body: Result<Json<BulkReasonRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, HttpError> {
+    let Json(body) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    refuse_session(&request, "the worklist's form")?;
+    let started = std::time::Instant::now();
+    let count = body.studies.len();
+    let results = state
+        .service
+        .document_reasons(&request.author()?, body)
+        .await?;
+    tracing::info!(
+        studies = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "bulk reasons documented"
+    );
+    Ok((StatusCode::CREATED, Json(json!({ "results": results }))).into_response())
 }
 
 /// A browser session must prove a write comes from our own page (its form carries the CSRF

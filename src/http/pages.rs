@@ -17,6 +17,7 @@ use crate::naming::report::ReportRow;
 use crate::service::ReasonRequest;
 use crate::store::queue::QueueState;
 use crate::store::safety::{SafetySummary, StudySafety};
+use crate::store::studies::StudyRow;
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f7f9}
@@ -37,6 +38,12 @@ input,select,textarea,button{font-size:1rem;font-family:inherit;padding:.3rem .4
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .9rem;vertical-align:middle}
 .card{background:#fff;border:1px solid #d8dde4;padding:.8rem 1rem;margin-bottom:1rem}
 .error{background:#fde2e1;border:1px solid #e53e3e;padding:.6rem;margin-bottom:1rem}
+.done{background:#dcfce7;border:1px solid #38a169;padding:.6rem;margin-bottom:1rem}
+.headline{font-size:1.05rem;margin:.2rem 0 .8rem}
+.bulk{display:flex;gap:.6rem;align-items:end;flex-wrap:wrap;margin:.4rem 0 .6rem}
+table.worklist td{white-space:nowrap}table.worklist td.clip{max-width:13rem;overflow:hidden;text-overflow:ellipsis}
+table.worklist details[open] .detail{white-space:normal;max-width:32rem}
+button.small{font-size:.8rem;padding:.1rem .4rem}
 .safety{background:#fff4e5;border:2px solid #c05621;padding:.6rem 1rem;margin-bottom:1rem}
 .safety h2{margin-top:.2rem;color:#9c4221}.held{background:#fed7aa}
 form.decide{display:flex;gap:.4rem;align-items:center;flex-wrap:wrap}
@@ -331,30 +338,108 @@ fn waiting(waited: Option<std::time::Duration>) -> String {
     }
 }
 
+/// What the last bulk action did, carried in the worklist's URL after it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Done {
+    /// Studies documented.
+    done: Option<usize>,
+    /// Studies not documented (already conforming, unknown).
+    skipped: Option<usize>,
+    /// The reason code documented.
+    #[serde(rename = "as")]
+    as_code: Option<String>,
+    /// Why nothing was done.
+    problem: Option<String>,
+}
+
+/// The worklist's heading for a status filter.
+fn worklist_heading(status: &str) -> &'static str {
+    match status {
+        "needs-reason" => "Studies that need a documented reason",
+        "reason-documented" => "Studies with a documented reason",
+        "conforming" => "Studies named per the standard",
+        "safety" => "Studies with safety findings or held instances",
+        _ => "All studies",
+    }
+}
+
 pub async fn worklist(
     State(state): State<AppState>,
     request: Request,
     Query(filter): Query<StudyFilter>,
+    Query(done): Query<Done>,
 ) -> Response {
     let caller = match require(&request, "/worklist") {
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
     };
-    let studies = match api::list_studies(&state, &filter, "needs-reason").await {
-        Ok(studies) => studies,
+    let listing = match api::list_studies(&state, &filter, "needs-reason").await {
+        Ok(listing) => listing,
         Err(e) => return error_page(Some(&caller), e),
     };
-    let safety = match state.read(|db| db.safety_summary()).await {
-        Ok(summary) => summary,
+    let (safety, headline) = match state
+        .read(|db| Ok((db.safety_summary()?, db.needs_reason_headline()?)))
+        .await
+    {
+        Ok(read) => read,
         Err(e) => return error_page(Some(&caller), e),
     };
-    let status = filter
-        .status
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "needs-reason".into());
+    let config = state.config();
+    let zone = &config.http.time_zone;
+    let reasons = &config.naming.reasons;
+    let reason_label = |code: &str| {
+        reasons
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| r.label.clone())
+            .unwrap_or_else(|| code.to_string())
+    };
+    let status = filter.status_or("needs-reason");
+    let can_document = caller.can_document() && caller.via_session;
+    let documentable: Vec<&StudyRow> = listing
+        .studies
+        .iter()
+        .filter(|s| s.status == Some(StudyStatus::NeedsReason))
+        .collect();
+    let first = (listing.page - 1) * listing.per + 1;
+    let last = (first + listing.studies.len()).saturating_sub(1);
+    let sort_link = |key: &str, label: &str| {
+        let active = filter.sort() == key;
+        let order = if active && !filter.descending() {
+            "desc"
+        } else {
+            "asc"
+        };
+        html! {
+            a href={"/worklist?" (filter.url(&[("sort", key), ("order", order), ("page", "")]))} {
+                (label) @if active { @if filter.descending() { " ▼" } @else { " ▲" } }
+            }
+        }
+    };
+    let text_input = |name: &str, label: &str, value: &Option<String>, placeholder: &str| {
+        html! { label { (label) input name=(name) value=(value.clone().unwrap_or_default()) placeholder=(placeholder) size="11"; } }
+    };
     let body = html! {
-        h1 { "Studies that need a documented reason" }
+        h1 { (worklist_heading(&status)) }
+        p.headline #headline {
+            @match headline {
+                (0, _) => { strong { "Nothing needs a reason." } }
+                (n, oldest) => {
+                    strong { (n) " need" @if n == 1 { "s" } " a reason" }
+                    @if let Some(age) = oldest.as_deref().and_then(crate::clock::age) { ", oldest waiting " (age) }
+                    @if status != "needs-reason" { " · " a href="/worklist?status=needs-reason" { "show them" } }
+                }
+            }
+        }
+        @if let Some(n) = done.done {
+            div.done #done-banner {
+                "Documented " (n) " stud" @if n == 1 { "y" } @else { "ies" }
+                @if let Some(code) = &done.as_code { " as “" (reason_label(code)) "”" }
+                "."
+                @if let Some(skipped) = done.skipped.filter(|s| *s > 0) { " " (skipped) " not documented: named per the standard when judged again, or no longer known." }
+            }
+        }
+        @if let Some(problem) = &done.problem { div.error { (problem) } }
         (safety_banner(&safety))
         form.filters method="get" action="/worklist" {
             label { "Status" select name="status" {
@@ -362,30 +447,83 @@ pub async fn worklist(
                     option value=(value) selected[status == value] { (text) }
                 }
             } }
-            label { "Received since" input type="date" name="since" value=(filter.since.clone().unwrap_or_default()); }
-            label { "Station" input name="station" value=(filter.station.clone().unwrap_or_default()); }
-            label { "Search" input name="q" value=(filter.q.clone().unwrap_or_default()) placeholder="patient, description, UID"; }
+            (text_input("since", "Received from", &filter.since, "YYYY-MM-DD"))
+            (text_input("until", "Received to", &filter.until, "YYYY-MM-DD"))
+            (text_input("study_from", "Study date from", &filter.study_from, "YYYY-MM-DD"))
+            (text_input("study_to", "Study date to", &filter.study_to, "YYYY-MM-DD"))
+            (text_input("station", "Station", &filter.station, ""))
+            label { "Search" input name="q" value=(filter.q.clone().unwrap_or_default()) placeholder="patient, accession, description, UID"; }
+            label { "Per page" select name="per" {
+                @for size in api::PAGE_SIZES { option value=(size) selected[listing.per == size] { (size) } }
+            } }
+            @if let Some(sort) = &filter.sort { input type="hidden" name="sort" value=(sort); }
+            @if let Some(order) = &filter.order { input type="hidden" name="order" value=(order); }
             button type="submit" { "Filter" }
         }
-        @if studies.is_empty() {
+        @if listing.studies.is_empty() {
             p.muted { "No studies match." }
         } @else {
-            table #worklist {
-                thead { tr { th { "Waiting" } th { "Status" } th { "Safety" } th { "Patient" } th { "Date" } th { "Station" } th { "Study description" } th { "Series" } th { "Findings" } th { "Suggested standard names" } th { "RT planning" } } }
-                tbody {
-                    @for s in &studies {
-                        tr {
-                            td.num { (waiting(s.waiting())) }
-                            td { (status_badge(s.status)) }
-                            td { (safety_cell(s.safety_findings, s.held_instances)) }
-                            td { bdi { (person(&s.patient_name)) } br; span.muted { bdi { (s.patient_id) } } }
-                            td { (dicom_date(&s.study_date)) }
-                            td { bdi { (s.station_names.join(", ")) } }
-                            td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { bdi { (s.study_description) } } } }
-                            td { (s.series_descriptions.len()) " series: " span.muted { bdi { (s.series_descriptions.iter().map(|d| if d.is_empty() { "(empty)" } else { d.as_str() }).collect::<Vec<_>>().join(", ")) } } }
-                            td { ul.plain { @for f in &s.items.findings { li { (finding_label(&f.code)) @if !f.subject.is_empty() { ": " span.muted { bdi { (f.subject) } } } } } } }
-                            td { ul.plain { @for g in &s.items.suggestions { li { (g.name) " " span.muted { "(" (g.code) ")" } } } } }
-                            td { @if s.rt_planning { ul.plain { @for e in &s.items.evidence { li { (e.kind.replace('-', " ")) ": " span.muted { (e.detail) } } } } } }
+            p.muted #showing {
+                "Showing " (first) "–" (last) " of " (listing.total)
+                @if listing.pages > 1 {
+                    " · page " (listing.page) " of " (listing.pages) " "
+                    @if listing.page > 1 { a href={"/worklist?" (filter.url(&[("page", &(listing.page - 1).to_string())]))} { "‹ previous" } " " }
+                    @if listing.page < listing.pages { a href={"/worklist?" (filter.url(&[("page", &(listing.page + 1).to_string())]))} { "next ›" } }
+                }
+            }
+            form #bulk method="post" action="/reasons" {
+                input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
+                input type="hidden" name="back" value=(filter.url(&[]));
+                @if can_document && !documentable.is_empty() {
+                    div.bulk {
+                        label { "Document as" select name="code" {
+                            @for choice in reasons { option value=(choice.code) selected[choice.code == config.naming.rt_planning_reason] { (choice.label) } }
+                        } }
+                        label { "Note" input name="note" placeholder="required for “Other”" size="24"; }
+                        button type="submit" name="scope" value="selected" { "Document selected" }
+                        button type="submit" name="scope" value="page" { "Document all " (documentable.len()) " on this page" }
+                        @for s in &documentable { input type="hidden" name="page_study" value=(s.study_instance_uid); }
+                    }
+                }
+                table.worklist #worklist {
+                    thead { tr {
+                        th { @if can_document { span.muted { "✓" } } }
+                        th { (sort_link("waiting", "Waiting")) } th { "Status" } th { "Safety" }
+                        th { (sort_link("patient", "Patient")) } th { (sort_link("study-date", "Study date")) }
+                        th { (sort_link("accession", "Accession")) } th { (sort_link("received", "Received")) }
+                        th { (sort_link("station", "Station")) } th { "Study description" } th { "Suggested reason" } th { "Details" }
+                    } }
+                    tbody {
+                        @for s in &listing.studies {
+                            tr {
+                                td { @if can_document && s.status == Some(StudyStatus::NeedsReason) {
+                                    input type="checkbox" name="study" value=(s.study_instance_uid) aria-label="select";
+                                } }
+                                td.num { (waiting(s.waiting())) }
+                                td { (status_badge(s.status))
+                                    @if let Some(code) = &s.reason_code { " " span.muted { (reason_label(code)) @if let Some(by) = &s.documented_by { ", " (by) } } }
+                                }
+                                td { (safety_cell(s.safety_findings, s.held_instances)) }
+                                td.clip title=(person(&s.patient_name)) { bdi { (person(&s.patient_name)) } " " span.muted { bdi { (s.patient_id) } } }
+                                td { (dicom_date(&s.study_date)) }
+                                td { bdi { (s.accession_number) } }
+                                td title=(zone.show(&s.first_received_at)) { (zone.show(&s.first_received_at)) }
+                                td.clip { bdi { (s.station_names.join(", ")) } }
+                                td.clip { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { bdi { (s.study_description) } } } }
+                                td { @if s.status == Some(StudyStatus::NeedsReason) && !s.suggested_reason.is_empty() {
+                                    (reason_label(&s.suggested_reason))
+                                    @if can_document { " " button.small type="submit" name="confirm" value=(s.study_instance_uid) { "Confirm" } }
+                                } }
+                                td { details {
+                                    summary { (s.series_count) " series" }
+                                    div.detail {
+                                        p { @for d in &s.series_descriptions { span.badge { bdi { (if d.is_empty() { "(empty)" } else { d.as_str() }) } } " " } }
+                                        @for f in &s.items.findings { p.warn { (finding_label(&f.code)) ": " bdi { (f.subject) } br; span.muted { (f.detail) } } }
+                                        @if !s.items.suggestions.is_empty() { p { "Nearest standard names: " @for g in &s.items.suggestions { span.badge { (g.code) " " (g.name) " " (format!("{:.2}", g.score)) } " " } } }
+                                        @if s.rt_planning { p { "Treatment planning: " @for e in &s.items.evidence { span.badge { (e.kind.replace('-', " ")) ": " (e.detail) } " " } } }
+                                    }
+                                } }
+                            }
                         }
                     }
                 }
@@ -393,6 +531,136 @@ pub async fn worklist(
         }
     };
     page("Worklist", Some(&caller), body).into_response()
+}
+
+/// The worklist's bulk form: documents the selected studies, all on the page, or one study's
+/// suggested reason, then shows the worklist again with what was done.
+pub async fn document_reasons(
+    State(state): State<AppState>,
+    request: Request,
+    body: axum::body::Bytes,
+) -> Response {
+    let caller = match require(&request, "/worklist") {
+        Ok(caller) => caller,
+        Err(redirect) => return redirect.into_response(),
+    };
+    let form = BulkForm::parse(&body);
+    if let Err(e) = check_csrf(&caller, &form.csrf) {
+        return error_page(Some(&caller), e);
+    }
+    let author = match request.author() {
+        Ok(author) => author,
+        Err(e) => return error_page(Some(&caller), e),
+    };
+    let back = form.back_query();
+    let (studies, code, note) = match &form.confirm {
+        Some(uid) => {
+            let lookup = uid.clone();
+            let suggested = match state.read(move |db| db.study_naming(&lookup)).await {
+                Ok(naming) => naming.map(|n| n.suggested_reason).unwrap_or_default(),
+                Err(e) => return error_page(Some(&caller), e),
+            };
+            if suggested.is_empty() {
+                return Redirect::to(&format!(
+                    "/worklist?{back}&problem=that+study+has+no+suggested+reason"
+                ))
+                .into_response();
+            }
+            (vec![uid.clone()], suggested, String::new())
+        }
+        None => {
+            let studies = if form.scope == "page" {
+                form.page_studies.clone()
+            } else {
+                form.studies.clone()
+            };
+            (studies, form.code.clone(), form.note.clone())
+        }
+    };
+    let request = crate::service::BulkReasonRequest {
+        studies,
+        code: code.clone(),
+        note,
+    };
+    match state.service.document_reasons(&author, request).await {
+        Ok(outcomes) => {
+            let done = outcomes
+                .iter()
+                .filter(|o| o.outcome == crate::service::BulkResult::Documented)
+                .count();
+            let skipped = outcomes.len() - done;
+            let mut url = form_urlencoded::Serializer::new(String::new());
+            url.append_pair("done", &done.to_string());
+            url.append_pair("skipped", &skipped.to_string());
+            url.append_pair("as", &code);
+            Redirect::to(&format!("/worklist?{back}&{}", url.finish())).into_response()
+        }
+        Err(e) if e.kind() == crate::service::ErrorKind::Invalid => {
+            let mut url = form_urlencoded::Serializer::new(String::new());
+            url.append_pair("problem", &e.to_string());
+            Redirect::to(&format!("/worklist?{back}&{}", url.finish())).into_response()
+        }
+        Err(e) => error_page(Some(&caller), e.into()),
+    }
+}
+
+/// The worklist form's fields; `study` and `page_study` repeat.
+#[derive(Debug, Default)]
+struct BulkForm {
+    csrf: String,
+    code: String,
+    note: String,
+    scope: String,
+    confirm: Option<String>,
+    studies: Vec<String>,
+    page_studies: Vec<String>,
+    back: String,
+}
+
+impl BulkForm {
+    fn parse(body: &[u8]) -> BulkForm {
+        let mut form = BulkForm::default();
+        for (key, value) in form_urlencoded::parse(body) {
+            let value = value.into_owned();
+            match key.as_ref() {
+                "csrf" => form.csrf = value,
+                "code" => form.code = value,
+                "note" => form.note = value,
+                "scope" => form.scope = value,
+                "confirm" => form.confirm = Some(value),
+                "study" => form.studies.push(value),
+                "page_study" => form.page_studies.push(value),
+                "back" => form.back = value,
+                _ => {}
+            }
+        }
+        form
+    }
+
+    /// The worklist filters to go back to, re-encoded from the known keys only.
+    fn back_query(&self) -> String {
+        const KEYS: [&str; 12] = [
+            "status",
+            "since",
+            "until",
+            "study_from",
+            "study_to",
+            "station",
+            "by",
+            "q",
+            "sort",
+            "order",
+            "page",
+            "per",
+        ];
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(self.back.as_bytes()) {
+            if KEYS.contains(&key.as_ref()) {
+                url.append_pair(&key, &value);
+            }
+        }
+        url.finish()
+    }
 }
 
 pub async fn study(

@@ -159,6 +159,7 @@ impl Nomenclature {
         modality: &str,
         preferred: impl Fn(&StandardName) -> bool,
         k: usize,
+        floor: f64,
     ) -> Vec<Suggestion> {
         if text.trim().is_empty() && modality.is_empty() {
             return Vec::new();
@@ -189,6 +190,7 @@ impl Nomenclature {
         });
         scored
             .into_iter()
+            .filter(|(_, score, _)| *score >= floor)
             .take(k)
             .map(|(_, score, name)| Suggestion {
                 scheme: name.scheme,
@@ -232,7 +234,7 @@ mod tests {
             assert!(nomenclature.by_code(Scheme::Radlex, "RPID16").is_some());
             assert!(nomenclature.by_code(Scheme::Loinc, "29252-4").is_some());
             assert_eq!(nomenclature.len(), 2, "two codes, whatever the sources");
-            let nearest = nomenclature.nearest("chest ct", "CT", |_| false, 5);
+            let nearest = nomenclature.nearest("chest ct", "CT", |_| false, 5, 0.0);
             assert_eq!(nearest.len(), 2, "one suggestion per code: {nearest:?}");
         }
     }

@@ -48,6 +48,8 @@ pub struct NamingPolicy {
     pub planning_patterns: Vec<Regex>,
     /// The reason code pre-selected for nonstandard rt_planning studies.
     pub rt_planning_reason_code: String,
+    /// Standard names less similar than this (0..1) to the study's name are not suggested.
+    pub suggestion_floor: f64,
 }
 
 /// Study status, as stored and reported.
@@ -175,7 +177,13 @@ pub fn evaluate(
         let planning = |name: &super::StandardName| {
             rt_planning && name.long_name.to_lowercase().contains("treatment planning")
         };
-        suggestions = nomenclature.nearest(&facts.study_description, facts.modality(), planning, 3);
+        suggestions = nomenclature.nearest(
+            &facts.study_description,
+            facts.modality(),
+            planning,
+            3,
+            policy.suggestion_floor,
+        );
     }
 
     let mut series_nonstandard = false;

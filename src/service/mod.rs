@@ -58,6 +58,10 @@ pub enum ServiceError {
     NothingHeldNamed,
     #[error("nothing is held there (already released or rejected?)")]
     NothingHeld,
+    #[error("select at least one study")]
+    NoStudies,
+    #[error("{0} studies in one request: at most {MAX_BULK_STUDIES}")]
+    TooManyStudies(usize),
     #[error("{user} is a {role}: {action} needs {needed}")]
     NotPermitted {
         user: String,
@@ -99,7 +103,9 @@ impl ServiceError {
             | ServiceError::NothingToRetry
             | ServiceError::InvalidInstanceUid(_)
             | ServiceError::WhyRequired
-            | ServiceError::NothingHeldNamed => ErrorKind::Invalid,
+            | ServiceError::NothingHeldNamed
+            | ServiceError::NoStudies
+            | ServiceError::TooManyStudies(_) => ErrorKind::Invalid,
             ServiceError::UnknownStudy(_) | ServiceError::NothingHeld => ErrorKind::NotFound,
             ServiceError::NotPermitted { .. } | ServiceError::UnknownUser(_) => {
                 ErrorKind::Forbidden
@@ -206,6 +212,39 @@ pub struct ReasonRecorded {
     pub status: StudyStatus,
 }
 
+/// Reasons for several studies at once (the worklist's bulk action, `POST /api/reasons`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkReasonRequest {
+    pub studies: Vec<String>,
+    pub code: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Studies one bulk request may name at most.
+pub const MAX_BULK_STUDIES: usize = 500;
+/// Studies documented per writer job, so arriving instances wait for one chunk at most.
+const BULK_CHUNK: usize = 50;
+
+/// What came of one study of a bulk request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkOutcome {
+    pub study_instance_uid: String,
+    pub outcome: BulkResult,
+    /// The study's status afterwards (absent when unknown).
+    pub status: Option<StudyStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BulkResult {
+    Documented,
+    /// Judged again before documenting, it is named per the standard: nothing to document.
+    AlreadyConforming,
+    Unknown,
+    InvalidUid,
+}
+
 /// Which queue rows to send again.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RetryRequest {
@@ -308,6 +347,55 @@ impl Service {
                 })
             })
             .await
+    }
+
+    /// Documents one reason for each named study: each study is judged again first (a study
+    /// now named per the standard is left alone), then gets its reason record, its new
+    /// verdict and its audit entry, as [`document_reason`](Self::document_reason) would.
+    pub async fn document_reasons(
+        &self,
+        author: &Author,
+        request: BulkReasonRequest,
+    ) -> Result<Vec<BulkOutcome>, ServiceError> {
+        author.require(
+            author.role.may_document_reasons(),
+            "documenting a reason",
+            "a physician",
+        )?;
+        if request.studies.is_empty() {
+            return Err(ServiceError::NoStudies);
+        }
+        if request.studies.len() > MAX_BULK_STUDIES {
+            return Err(ServiceError::TooManyStudies(request.studies.len()));
+        }
+        let choice = self.reason_choice(&request.code)?.clone();
+        let note = request.note.trim().to_string();
+        if choice.note_required && note.is_empty() {
+            return Err(ServiceError::NoteRequired {
+                label: choice.label,
+            });
+        }
+        if note.chars().count() > MAX_NOTE_CHARS {
+            return Err(ServiceError::NoteTooLong);
+        }
+        let mut outcomes = Vec::with_capacity(request.studies.len());
+        for chunk in request.studies.chunks(BULK_CHUNK) {
+            let (naming, author, choice, note) =
+                (self.naming(), author.clone(), choice.clone(), note.clone());
+            let chunk = chunk.to_vec();
+            let done = self
+                .index
+                .execute(move |db| {
+                    let now = crate::clock::now_rfc3339();
+                    chunk
+                        .iter()
+                        .map(|uid| document_one(db, &naming, &author, &choice, &note, uid, &now))
+                        .collect::<Result<Vec<_>, StoreError>>()
+                })
+                .await?;
+            outcomes.extend(done);
+        }
+        Ok(outcomes)
     }
 
     /// Queues instances again: those of one study not yet sent, or every dead letter; audited.
@@ -639,6 +727,43 @@ fn valid_study_uid(uid: &str) -> Result<String, ServiceError> {
     } else {
         Err(ServiceError::InvalidStudyUid(uid.to_string()))
     }
+}
+
+/// One study of a bulk request; see [`Service::document_reasons`].
+fn document_one(
+    db: &Db<'_>,
+    naming: &Naming,
+    author: &Author,
+    choice: &ReasonChoice,
+    note: &str,
+    uid: &str,
+    now: &str,
+) -> Result<BulkOutcome, StoreError> {
+    let outcome = |outcome, status| BulkOutcome {
+        study_instance_uid: uid.to_string(),
+        outcome,
+        status,
+    };
+    let Ok(study) = valid_study_uid(uid) else {
+        return Ok(outcome(BulkResult::InvalidUid, None));
+    };
+    if !db.study_exists(&study)? {
+        return Ok(outcome(BulkResult::Unknown, None));
+    }
+    let before = judge_study(db, naming, &study, "judged again before a reason", now)?;
+    if before == StudyStatus::Conforming {
+        return Ok(outcome(BulkResult::AlreadyConforming, Some(before)));
+    }
+    db.insert_reason(&study, &choice.code, note, &author.user_name, now)?;
+    let cause = format!("reason {} documented by {}", choice.code, author.user_name);
+    let status = judge_study(db, naming, &study, &cause, now)?;
+    let detail = if note.is_empty() {
+        choice.code.clone()
+    } else {
+        format!("{}: {note}", choice.code)
+    };
+    db.append_audit(&author.audit("document-reason", Some(&study), detail, now))?;
+    Ok(outcome(BulkResult::Documented, Some(status)))
 }
 
 /// What recording an instance did.

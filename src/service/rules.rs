@@ -111,6 +111,7 @@ pub fn load(config: &NamingConfig, db: &Db<'_>) -> Result<Naming, RulesLoadError
             ct_simulator_station_names: config.ct_simulator_station_names.clone(),
             planning_patterns,
             rt_planning_reason_code: config.rt_planning_reason.clone(),
+            suggestion_floor: config.suggestion_floor,
         },
     })
 }

@@ -24,6 +24,13 @@ pub struct StudyQuery {
     pub text: Option<String>,
     /// Only studies with safety findings or held instances (any naming status).
     pub safety: bool,
+    /// First received before this (`YYYY-MM-DD`: up to the end of the day before).
+    pub until: Option<String>,
+    /// Study Date (DA, `YYYYMMDD`) from and to, inclusive.
+    pub study_date_from: Option<String>,
+    pub study_date_to: Option<String>,
+    /// Who documented the latest reason.
+    pub documented_by: Option<String>,
 }
 
 /// A finding of the verdict: a name that follows neither the standard nor the conventions.
@@ -63,6 +70,7 @@ pub struct StudyRow {
     pub patient_id: String,
     pub patient_name: String,
     pub study_date: String,
+    pub accession_number: String,
     pub study_description: String,
     pub station_names: Vec<String>,
     pub series_descriptions: Vec<String>,
@@ -76,6 +84,8 @@ pub struct StudyRow {
     pub rt_planning: bool,
     pub suggested_reason: String,
     pub reason_code: Option<String>,
+    /// The latest reason's note.
+    pub reason_note: Option<String>,
     pub documented_by: Option<String>,
     pub documented_at: Option<String>,
     /// Safety findings of the study (identity and geometry checks).
@@ -261,7 +271,8 @@ const STUDY_ROWS_SQL: &str = "
            r.reason_code, r.documented_by, r.documented_at,
            (SELECT count(*) FROM safety_findings f WHERE f.study_instance_uid = s.study_instance_uid),
            (SELECT count(DISTINCT sop_instance_uid) FROM forward_queue q
-             WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held')
+             WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held'),
+           s.accession_number, r.note
     FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
     LEFT JOIN study_reasons r ON r.id = (SELECT max(id) FROM study_reasons
                                          WHERE study_instance_uid = s.study_instance_uid)";
@@ -298,6 +309,8 @@ fn study_row(r: &Row<'_>) -> rusqlite::Result<StudyRow> {
         documented_at: r.get(17)?,
         safety_findings: r.get(18)?,
         held_instances: r.get(19)?,
+        accession_number: r.get(20)?,
+        reason_note: r.get(21)?,
     })
 }
 
@@ -307,6 +320,9 @@ impl Db<'_> {
         let mut stmt = self.conn.prepare(&format!(
             "{STUDY_ROWS_SQL}
              WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR s.first_received_at >= ?2)
+               AND (?4 IS NULL OR s.first_received_at < ?4)
+               AND (?5 IS NULL OR s.study_date >= ?5) AND (?6 IS NULL OR s.study_date <= ?6)
+               AND (?7 IS NULL OR r.documented_by = ?7)
                AND (?3 = 0
                     OR EXISTS (SELECT 1 FROM safety_findings f
                                WHERE f.study_instance_uid = s.study_instance_uid)
@@ -318,7 +334,11 @@ impl Db<'_> {
             params![
                 query.status.map(StudyStatus::as_str),
                 query.since,
-                query.safety
+                query.safety,
+                query.until,
+                query.study_date_from,
+                query.study_date_to,
+                query.documented_by,
             ],
             study_row,
         )?;
@@ -336,6 +356,7 @@ impl Db<'_> {
                 [
                     &s.patient_name,
                     &s.patient_id,
+                    &s.accession_number,
                     &s.study_description,
                     &s.study_instance_uid,
                 ]
@@ -439,7 +460,7 @@ impl Db<'_> {
         }))
     }
 
-    fn study_naming(&self, study: &str) -> Result<Option<StudyNaming>, StoreError> {
+    pub fn study_naming(&self, study: &str) -> Result<Option<StudyNaming>, StoreError> {
         let conn = self.conn;
         let verdict = conn
             .query_row(

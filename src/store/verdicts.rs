@@ -427,6 +427,30 @@ impl Db<'_> {
     }
 
     /// How many studies have each status.
+    /// How many studies need a reason, and since when the oldest of them has waited.
+    pub fn needs_reason_headline(&self) -> Result<(i64, Option<String>), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), min(needs_reason_since) FROM study_verdicts WHERE status = 'needs-reason'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// The study that has waited longest for a reason, other than `except`.
+    pub fn next_needing_reason(&self, except: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT study_instance_uid FROM study_verdicts
+                 WHERE status = 'needs-reason' AND study_instance_uid <> ?1
+                 ORDER BY needs_reason_since, study_instance_uid LIMIT 1",
+                [except],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn status_counts(&self) -> Result<Vec<(StudyStatus, i64)>, StoreError> {
         let mut stmt = self
             .conn
