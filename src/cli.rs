@@ -133,6 +133,7 @@ pub fn studies(
                 "patient_id",
                 "patient_name",
                 "study_date",
+                "accession_number",
                 "station_names",
                 "study_description",
                 "series_descriptions",
@@ -143,6 +144,7 @@ pub fn studies(
                 "reason_code",
                 "documented_by",
                 "documented_at",
+                "reason_note",
                 "safety_findings",
                 "held_instances",
             ])?;
@@ -159,6 +161,7 @@ pub fn studies(
                         s.patient_id.clone(),
                         s.patient_name.clone(),
                         s.study_date.clone(),
+                        s.accession_number.clone(),
                         s.station_names.join("; "),
                         s.study_description.clone(),
                         s.series_descriptions.join("; "),
@@ -169,6 +172,7 @@ pub fn studies(
                         s.reason_code.clone().unwrap_or_default(),
                         s.documented_by.clone().unwrap_or_default(),
                         s.documented_at.clone().unwrap_or_default(),
+                        s.reason_note.clone().unwrap_or_default(),
                         s.safety_findings.to_string(),
                         s.held_instances.to_string(),
                     ],
@@ -183,7 +187,7 @@ pub fn studies(
             }
             writeln!(
                 out,
-                "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  FINDINGS / SUGGESTIONS",
+                "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  FINDINGS / SUGGESTIONS",
                 "STATUS",
                 "SAFETY",
                 "WAITING",
@@ -199,7 +203,7 @@ pub fn studies(
                 let suggestions = suggestions_text(&s.items.suggestions);
                 writeln!(
                     out,
-                    "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<40}  {}{}",
+                    "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  {}{}",
                     format!("{} {}", s.hcpcs, status_text(s.status)),
                     safety_text(s.safety_findings, s.held_instances),
                     s.waiting().map(human_duration).unwrap_or_default(),
@@ -208,7 +212,7 @@ pub fn studies(
                     clip(&s.station_names.join(","), 10),
                     clip(&s.study_description, 28),
                     if s.rt_planning { "yes" } else { "" },
-                    clip(&s.study_instance_uid, 40),
+                    s.study_instance_uid,
                     findings,
                     if suggestions.is_empty() {
                         String::new()
@@ -321,7 +325,78 @@ pub fn study(
         return Ok(());
     }
     write_study_detail(out, &detail)?;
+    write_study_naming(out, &detail, &config.http.time_zone)?;
     write_study_safety(out, &safety)?;
+    Ok(())
+}
+
+/// The verdict, its findings and suggestions, the documented reasons and the status history.
+fn write_study_naming(
+    out: &mut impl Write,
+    d: &StudyDetail,
+    zone: &crate::clock::DisplayZone,
+) -> std::io::Result<()> {
+    writeln!(out)?;
+    let Some(n) = &d.naming else {
+        return writeln!(out, "Verdict              none yet");
+    };
+    writeln!(
+        out,
+        "Verdict              {} {}",
+        n.hcpcs,
+        n.status.as_str()
+    )?;
+    if !n.standard_code.is_empty() {
+        writeln!(
+            out,
+            "Standard name        {} {} (by {})",
+            n.standard_code, n.standard_name, n.matched_by
+        )?;
+    }
+    for f in &n.items.findings {
+        writeln!(
+            out,
+            "Finding              {}: {:?}: {}",
+            f.code, f.subject, f.detail
+        )?;
+    }
+    for g in &n.items.suggestions {
+        writeln!(
+            out,
+            "Suggestion           {} {} ({:.2})",
+            g.code, g.name, g.score
+        )?;
+    }
+    if !n.suggested_reason.is_empty() {
+        writeln!(out, "Suggested reason     {}", n.suggested_reason)?;
+    }
+    for e in &n.items.evidence {
+        writeln!(out, "Planning evidence    {}: {}", e.kind, e.detail)?;
+    }
+    for r in &n.reasons {
+        writeln!(
+            out,
+            "Reason               {} by {} at {}{}",
+            r.reason_code,
+            r.documented_by,
+            zone.show(&r.documented_at),
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.note)
+            }
+        )?;
+    }
+    for h in &n.status_history {
+        writeln!(
+            out,
+            "History              {}  {} -> {}  ({})",
+            zone.show(&h.changed_at),
+            h.from_status.map(StudyStatus::as_str).unwrap_or("-"),
+            h.to_status.as_str(),
+            h.cause
+        )?;
+    }
     Ok(())
 }
 
@@ -694,12 +769,13 @@ pub fn reason(
     Ok(())
 }
 
-/// `simgate report --from DATE --to DATE [--by month|station|physician]`.
+/// `simgate report --from DATE --to DATE [--by month|station|physician] [--date study|received]`.
 pub fn report(
     config: &Config,
     from: &str,
     to: &str,
     grouping: ReportGrouping,
+    dates: report::ReportDate,
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -708,13 +784,16 @@ pub fn report(
             anyhow::bail!("{flag} {date:?}: write a date as YYYY-MM-DD");
         }
     }
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}: the range would hold no day");
+    }
     let facts = existing_store(config)?.db().report_facts()?;
-    let rows = report::report(facts, from, to, grouping);
+    let rows = report::report(facts, from, to, grouping, dates);
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(
                 &mut *out,
-                &serde_json::json!({ "from": from, "to": to, "rows": rows }),
+                &serde_json::json!({ "from": from, "to": to, "date": dates.as_str(), "rows": rows }),
             )?;
             writeln!(out)?;
         }
@@ -722,7 +801,11 @@ pub fn report(
             crate::output::report_csv(&mut *out, "group", &rows)?;
         }
         Format::Table => {
-            writeln!(out, "Studies first received {from} .. {to}")?;
+            let counted = match dates {
+                report::ReportDate::Study => "with a Study Date",
+                report::ReportDate::Received => "first received",
+            };
+            writeln!(out, "Studies {counted} {from} .. {to}")?;
             writeln!(
                 out,
                 "{:<28}  {:>6}  {:>6}  {:>6}  {:>6}  CONFORMANCE",

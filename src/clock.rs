@@ -91,6 +91,17 @@ impl DisplayZone {
         }
     }
 
+    /// A stored time as "2026-12-01 09:49", for columns whose heading names the zone.
+    pub fn show_short(&self, stored: &str) -> String {
+        match stored.parse::<jiff::Timestamp>() {
+            Ok(time) => time
+                .to_zoned(self.zone.clone())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string(),
+            Err(_) => stored.to_string(),
+        }
+    }
+
     /// The calendar day of a stored time in this zone, `YYYY-MM-DD`.
     pub fn day(&self, stored: &str) -> Option<String> {
         let time = stored.parse::<jiff::Timestamp>().ok()?;

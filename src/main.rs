@@ -127,6 +127,10 @@ enum Command {
         /// Group by month, station or physician (who documented the reason).
         #[arg(long, default_value = "month")]
         by: String,
+        /// Count each study on its Study Date (study) or on the day it was first received
+        /// (received).
+        #[arg(long, default_value = "study")]
+        date: String,
         #[arg(long, short, default_value = "config/simgate.toml")]
         config: PathBuf,
         /// Print one JSON document instead of text.
@@ -430,17 +434,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             to,
             by,
+            date,
             config,
             json,
             csv,
         } => {
             let grouping = simgate::naming::report::ReportGrouping::parse(&by)
                 .ok_or_else(|| anyhow::anyhow!("--by {by:?}: use month, station or physician"))?;
+            let dates = simgate::naming::report::ReportDate::parse(&date)
+                .ok_or_else(|| anyhow::anyhow!("--date {date:?}: use study or received"))?;
             simgate::cli::report(
                 &Config::load(&config)?,
                 &from,
                 &to,
                 grouping,
+                dates,
                 format(json, csv),
                 stdout,
             )?;

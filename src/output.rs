@@ -48,6 +48,43 @@ pub fn write_csv_row<W: std::io::Write>(
 }
 
 /// The G-code report as CSV: the web page's download and `simgate report --csv` alike.
+/// The report's root-cause table as CSV (cells that could start a formula neutralised).
+pub fn root_causes_csv<W: std::io::Write>(
+    out: W,
+    causes: &[crate::naming::report::RootCause],
+) -> csv::Result<()> {
+    let mut csv = csv::Writer::from_writer(out);
+    write_csv_row(
+        &mut csv,
+        [
+            "kind",
+            "name",
+            "studies",
+            "station",
+            "protocol",
+            "calling_ae_title",
+            "nearest",
+        ]
+        .map(String::from),
+    )?;
+    for c in causes {
+        write_csv_row(
+            &mut csv,
+            [
+                c.kind.to_string(),
+                c.name.clone(),
+                c.count.to_string(),
+                c.station.clone(),
+                c.protocol.clone(),
+                c.calling_ae_title.clone(),
+                c.nearest.clone(),
+            ],
+        )?;
+    }
+    csv.flush()?;
+    Ok(())
+}
+
 pub fn report_csv<W: std::io::Write>(
     out: W,
     group_column: &str,

@@ -212,6 +212,7 @@ pub async fn run(
         shutdown: &shutdown,
         tracker: &tracker,
         metrics: &metrics,
+        retry_requested: service.retry_requested(),
     })
     .await?;
     tracker.spawn(measure_free_space(Arc::clone(&spool), shutdown.clone()));

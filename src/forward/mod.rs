@@ -26,6 +26,8 @@ pub struct Shared<'a> {
     pub shutdown: &'a CancellationToken,
     pub tracker: &'a TaskTracker,
     pub metrics: &'a Arc<Metrics>,
+    /// Notified when a person asks for a retry: a forwarder backing off tries at once.
+    pub retry_requested: &'a Arc<tokio::sync::Notify>,
 }
 
 /// Why forwarding could not start.
@@ -63,6 +65,7 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
             queue_changed: shared.queue_changed.clone(),
             shutdown: shared.shutdown.clone(),
             metrics: Arc::clone(shared.metrics),
+            retry_requested: Arc::clone(shared.retry_requested),
         };
         shared.tracker.spawn(forwarder.run());
     }

@@ -32,6 +32,8 @@ pub struct Forwarder {
     pub queue_changed: watch::Receiver<u64>,
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// A person asked for a retry: a backoff or probe pause ends at once.
+    pub retry_requested: Arc<tokio::sync::Notify>,
 }
 
 impl Forwarder {
@@ -206,9 +208,13 @@ impl Forwarder {
         }
     }
 
+    /// Waits `delay`, or less when the gateway stops or a person asks for a retry.
     async fn pause(&self, delay: Duration) {
         tokio::select! {
             () = self.shutdown.cancelled() => {}
+            () = self.retry_requested.notified() => {
+                tracing::info!(destination = %self.name, "retry asked for: trying now");
+            }
             () = tokio::time::sleep(delay) => {}
         }
     }

@@ -333,13 +333,28 @@ pub struct ReportQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub by: Option<String>,
+    /// study (Study Date, default) or received (the day first received).
+    pub date: Option<String>,
 }
 
-/// The report for these parameters: (from, to, by, rows); the last year by month by default.
-pub async fn report_rows(
-    state: &AppState,
-    query: &ReportQuery,
-) -> Result<(String, String, String, Vec<ReportRow>), HttpError> {
+/// A report as asked for, and its rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub date: &'static str,
+    pub rows: Vec<ReportRow>,
+    /// The most frequent nonstandard names by station, protocol and calling AE.
+    pub root_causes: Vec<report::RootCause>,
+}
+
+/// Root causes the report lists at most.
+pub const ROOT_CAUSES: usize = 25;
+
+/// The report for these parameters; the last year by month, counted on Study Date, by
+/// default. A range that ends before it starts is refused.
+pub async fn report_rows(state: &AppState, query: &ReportQuery) -> Result<Report, HttpError> {
     let from = date_param(
         "from",
         query
@@ -348,13 +363,30 @@ pub async fn report_rows(
             .unwrap_or(&crate::clock::days_ago(365)),
     )?;
     let to = date_param("to", query.to.as_deref().unwrap_or(&crate::clock::today()))?;
+    if from > to {
+        return Err(HttpError::BadRequest(format!(
+            "from {from} is after to {to}: the range would hold no day"
+        )));
+    }
     let by = query.by.clone().unwrap_or_else(|| "month".into());
     let grouping = ReportGrouping::parse(&by).ok_or_else(|| {
         HttpError::BadRequest(format!("by {by:?}: use month, station or physician"))
     })?;
-    let facts = state.read(|db| db.report_facts()).await?;
-    let rows = report::report(facts, &from, &to, grouping);
-    Ok((from, to, by, rows))
+    let date_text = query.date.clone().unwrap_or_else(|| "study".into());
+    let dates = report::ReportDate::parse(&date_text).ok_or_else(|| {
+        HttpError::BadRequest(format!("date {date_text:?}: use study or received"))
+    })?;
+    let (facts, names) = state
+        .read(|db| Ok((db.report_facts()?, db.name_facts()?)))
+        .await?;
+    Ok(Report {
+        rows: report::report(facts, &from, &to, grouping, dates),
+        root_causes: report::root_causes(names, &from, &to, dates, ROOT_CAUSES),
+        from,
+        to,
+        by,
+        date: dates.as_str(),
+    })
 }
 
 pub async fn report(
@@ -363,10 +395,7 @@ pub async fn report(
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<Value>, HttpError> {
     request.caller()?;
-    let (from, to, by, rows) = report_rows(&state, &query).await?;
-    Ok(Json(
-        json!({ "from": from, "to": to, "by": by, "rows": rows }),
-    ))
+    Ok(Json(json!(report_rows(&state, &query).await?)))
 }
 
 pub async fn queue(

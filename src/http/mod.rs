@@ -331,6 +331,7 @@ fn pages_and_api(state: AppState) -> Router {
         .route("/studies/{study_uid}/reasons", post(pages::document_reason))
         .route("/report", get(pages::report))
         .route("/report.csv", get(pages::report_csv))
+        .route("/report/root-causes.csv", get(pages::root_causes_csv))
         .route("/queue", get(pages::queue))
         .route("/queue/retry", post(pages::queue_retry))
         .route("/held", post(pages::decide_held))

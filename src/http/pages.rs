@@ -13,7 +13,6 @@ use super::api::{self, HeldBody, ReportQuery, RetryBody, StudyFilter};
 use super::auth::{Caller, SESSION_COOKIE};
 use super::{AppState, HttpError, Request};
 use crate::naming::StudyStatus;
-use crate::naming::report::ReportRow;
 use crate::service::ReasonRequest;
 use crate::store::queue::QueueState;
 use crate::store::safety::{SafetySummary, StudySafety};
@@ -41,7 +40,8 @@ input,select,textarea,button{font-size:1rem;font-family:inherit;padding:.3rem .4
 .done{background:#dcfce7;border:1px solid #38a169;padding:.6rem;margin-bottom:1rem}
 .headline{font-size:1.05rem;margin:.2rem 0 .8rem}
 .bulk{display:flex;gap:.6rem;align-items:end;flex-wrap:wrap;margin:.4rem 0 .6rem}
-table.worklist td{white-space:nowrap}table.worklist td.clip{max-width:13rem;overflow:hidden;text-overflow:ellipsis}
+table.worklist{font-size:.84rem}table.worklist td{white-space:nowrap}table.worklist th,table.worklist td{padding:.25rem .3rem}
+table.worklist td.clip{max-width:10rem;overflow:hidden;text-overflow:ellipsis}table.worklist td.reason{max-width:14rem}
 table.worklist details[open] .detail{white-space:normal;max-width:32rem}
 button.small{font-size:.8rem;padding:.1rem .4rem}
 .safety{background:#fff4e5;border:2px solid #c05621;padding:.6rem 1rem;margin-bottom:1rem}
@@ -307,15 +307,6 @@ fn dicom_date(date: &str) -> String {
     }
 }
 
-/// An RFC 3339 UTC time as "YYYY-MM-DD HH:MM UTC".
-fn when(time: &str) -> String {
-    if time.len() >= 16 && time.as_bytes()[10] == b'T' {
-        format!("{} {} UTC", &time[..10], &time[11..16])
-    } else {
-        time.to_string()
-    }
-}
-
 /// Findings in words.
 fn finding_label(code: &str) -> &str {
     match code {
@@ -490,7 +481,7 @@ pub async fn worklist(
                         th { @if can_document { span.muted { "✓" } } }
                         th { (sort_link("waiting", "Waiting")) } th { "Status" } th { "Safety" }
                         th { (sort_link("patient", "Patient")) } th { (sort_link("study-date", "Study date")) }
-                        th { (sort_link("accession", "Accession")) } th { (sort_link("received", "Received")) }
+                        th { (sort_link("accession", "Accession")) } th { (sort_link("received", "Received")) br; span.muted { (zone.name()) } }
                         th { (sort_link("station", "Station")) } th { "Study description" } th { "Suggested reason" } th { "Details" }
                     } }
                     tbody {
@@ -500,20 +491,22 @@ pub async fn worklist(
                                     input type="checkbox" name="study" value=(s.study_instance_uid) aria-label="select";
                                 } }
                                 td.num { (waiting(s.waiting())) }
-                                td { (status_badge(s.status))
+                                td.clip title=(s.reason_code.as_deref().map(|c| reason_label(c)).unwrap_or_default()) { (status_badge(s.status))
                                     @if let Some(code) = &s.reason_code { " " span.muted { (reason_label(code)) @if let Some(by) = &s.documented_by { ", " (by) } } }
                                 }
                                 td { (safety_cell(s.safety_findings, s.held_instances)) }
                                 td.clip title=(person(&s.patient_name)) { bdi { (person(&s.patient_name)) } " " span.muted { bdi { (s.patient_id) } } }
                                 td { (dicom_date(&s.study_date)) }
                                 td { bdi { (s.accession_number) } }
-                                td title=(zone.show(&s.first_received_at)) { (zone.show(&s.first_received_at)) }
+                                td title=(zone.show(&s.first_received_at)) { (zone.show_short(&s.first_received_at)) }
                                 td.clip { bdi { (s.station_names.join(", ")) } }
                                 td.clip { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { bdi { (s.study_description) } } } }
-                                td { @if s.status == Some(StudyStatus::NeedsReason) && !s.suggested_reason.is_empty() {
-                                    (reason_label(&s.suggested_reason))
-                                    @if can_document { " " button.small type="submit" name="confirm" value=(s.study_instance_uid) { "Confirm" } }
-                                } }
+                                @if s.status == Some(StudyStatus::NeedsReason) && !s.suggested_reason.is_empty() {
+                                    td.clip.reason title=(reason_label(&s.suggested_reason)) {
+                                        @if can_document { button.small type="submit" name="confirm" value=(s.study_instance_uid) { "Confirm" } " " }
+                                        (reason_label(&s.suggested_reason))
+                                    }
+                                } @else { td {} }
                                 td { details {
                                     summary { (s.series_count) " series" }
                                     div.detail {
@@ -663,24 +656,61 @@ impl BulkForm {
     }
 }
 
+/// What the study page says after its form was posted.
+#[derive(Debug, Default, Deserialize)]
+pub struct StudyQuery {
+    /// Set after a reason was documented.
+    documented: Option<String>,
+}
+
+/// The reason form as posted, with why it was refused: shown again with the choice kept.
+struct Refused {
+    code: String,
+    note: String,
+    problem: String,
+}
+
 pub async fn study(
     State(state): State<AppState>,
     request: Request,
     Path(uid): Path<String>,
+    Query(query): Query<StudyQuery>,
 ) -> Response {
     let caller = match require(&request, &format!("/studies/{uid}")) {
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
     };
-    let doc = match state.study_document(&uid).await {
+    let documented = query.documented.is_some();
+    study_page(&state, &caller, &uid, documented, None).await
+}
+
+async fn study_page(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+    documented: bool,
+    refused: Option<Refused>,
+) -> Response {
+    let doc = match state.study_document(uid).await {
         Ok(doc) => doc,
-        Err(e) => return error_page(Some(&caller), e),
+        Err(e) => return error_page(Some(caller), e),
     };
+    let lookup = uid.to_string();
+    let next = match state.read(move |db| db.next_needing_reason(&lookup)).await {
+        Ok(next) => next,
+        Err(e) => return error_page(Some(caller), e),
+    };
+    let config = state.config();
+    let zone = &config.http.time_zone;
     let study = &doc.detail.summary;
     let naming = doc.detail.naming.as_ref();
     let status = naming.map(|n| n.status);
     let suggested = naming.map(|n| n.suggested_reason.as_str()).unwrap_or("");
-    let reasons = &state.config().naming.reasons;
+    let chosen = refused
+        .as_ref()
+        .map(|r| r.code.as_str())
+        .unwrap_or(suggested);
+    let reasons = &config.naming.reasons;
     let reason_label = |code: &str| {
         reasons
             .iter()
@@ -688,24 +718,83 @@ pub async fn study(
             .map(|r| r.label.clone())
             .unwrap_or_else(|| code.to_string())
     };
+    let series_finding = |description: &str| {
+        naming.and_then(|n| {
+            n.items
+                .findings
+                .iter()
+                .find(|f| f.code == "series-name-nonstandard" && f.subject == description)
+                .map(|f| f.detail.clone())
+        })
+    };
+    let next_link = html! {
+        @if let Some(next) = &next { a #next-study href={"/studies/" (next)} { "Next study that needs a reason ›" } }
+        @else { a href="/worklist" { "Nothing else needs a reason: back to the worklist" } }
+    };
     let body = html! {
         h1 { "Study " bdi { (study.study_description) } }
+        @if documented {
+            div.done #done-banner {
+                "Reason documented"
+                @if let Some(r) = naming.and_then(|n| n.reasons.last()) { ": “" (reason_label(&r.reason_code)) "” by " (r.documented_by) }
+                @if let Some(n) = naming { " · now " (n.hcpcs) " " (n.status.as_str()) }
+                ". " (next_link)
+            }
+        }
         div.card {
             p { (status_badge(status)) }
-            p { "Patient: " bdi { (person(&study.patient_name)) } " (" bdi { (study.patient_id) } ") · Date: " (dicom_date(&study.study_date)) " · Station: " bdi { (study.station_names.join(", ")) } }
-            p.muted { "Study Instance UID " (study.study_instance_uid) }
+            p { "Patient: " bdi { (person(&study.patient_name)) } " (" bdi { (study.patient_id) } ") · Study date: " (dicom_date(&study.study_date)) " · Accession: " bdi { (doc.detail.accession_number) } " · Station: " bdi { (study.station_names.join(", ")) } }
+            p.muted { "Received " (zone.show(&study.first_received_at)) " · Study Instance UID " (study.study_instance_uid) }
             @if let Some(n) = naming {
                 @if !n.standard_code.is_empty() {
                     p.ok { "Named per the standard: " (n.standard_code) " " (n.standard_name) " (by " (n.matched_by) ")" }
                 }
-                @for f in &n.items.findings { p.warn { (finding_label(&f.code)) ": " bdi { (f.subject) } } }
-                @if !n.items.suggestions.is_empty() { p { "Nearest standard names: " @for g in &n.items.suggestions { span.badge { (g.code) " " (g.name) } " " } } }
+                @for f in n.items.findings.iter().filter(|f| f.code == "study-name-nonstandard") {
+                    div.warn #why {
+                        p { strong { (finding_label(&f.code)) ": " } bdi { "“" (f.subject) "”" } }
+                        p { "Why: " }
+                        ul.plain {
+                            li { "no code from the loaded nomenclatures in Procedure Code Sequence (0008,1032) or Requested Procedure Code Sequence (0032,1064)"
+                                @if doc.detail.procedure_codes.is_empty() { " (the study has none)" }
+                                @else { " (it has " @for (i, c) in doc.detail.procedure_codes.iter().enumerate() { @if i > 0 { ", " } bdi { (c.code_value) " " (c.coding_scheme_designator) } } ")" }
+                            }
+                            li { "Study Description " bdi { "“" (f.subject) "”" } ", normalised " bdi { "“" (crate::naming::text::normalize(&f.subject)) "”" } ", is equal to no standard name" }
+                            @if let Some((_, more)) = f.detail.split_once("; ") { li { (more) } }
+                        }
+                    }
+                }
+                @if n.items.suggestions.is_empty() {
+                    @if status == Some(StudyStatus::NeedsReason) { p.muted { "No standard name is similar enough to suggest (similarity below " (format!("{:.2}", config.naming.suggestion_floor)) ")." } }
+                } @else {
+                    p { "Nearest standard names (similarity 0–1): " @for g in &n.items.suggestions { span.badge { (g.code) " " (g.name) " · " (format!("{:.2}", g.score)) } " " } }
+                }
                 @if n.rt_planning {
                     p { "Acquired for radiation treatment planning: " @for e in &n.items.evidence { span.badge { (e.kind.replace('-', " ")) ": " (e.detail) } " " } }
                 }
             }
         }
-        (study_safety(&doc.safety, &caller, &study.study_instance_uid))
+        @if matches!(status, Some(StudyStatus::NeedsReason | StudyStatus::ReasonDocumented)) {
+            @if caller.can_document() && caller.via_session {
+                form.card #reason-form method="post" action={"/studies/" (study.study_instance_uid) "/reasons"} {
+                    h2 { @if status == Some(StudyStatus::ReasonDocumented) { "Document another medical reason" } @else { "Document the medical reason" } }
+                    @if let Some(r) = &refused { div.error #form-problem { (r.problem) } }
+                    input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
+                    div.choices {
+                        @for choice in reasons {
+                            label {
+                                input type="radio" name="code" value=(choice.code) required checked[choice.code == chosen];
+                                (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } } @if choice.note_required { " " span.muted { "(needs a note)" } }
+                            }
+                        }
+                    }
+                    label style="max-width:40rem" { "Note (required for “Other”)" textarea name="note" rows="2" { (refused.as_ref().map(|r| r.note.as_str()).unwrap_or("")) } }
+                    p { button type="submit" { "Document reason as " (caller.name) } " " (next_link) }
+                }
+            } @else {
+                p.muted { "Sign in as a physician to document a reason." }
+            }
+        }
+        (study_safety(&doc.safety, caller, &study.study_instance_uid, zone))
         h2 { "Series" }
         table #series {
             thead { tr { th { "#" } th { "Modality" } th { "Series description" } th { "Kind" } th.num { "Instances" } th { "Verdict" } } }
@@ -717,52 +806,34 @@ pub async fn study(
                         td { @if s.series_description.is_empty() { span.muted { "(empty)" } } @else { bdi { (s.series_description) } } }
                         td { (s.kind) }
                         td.num { (s.instance_count) }
-                        td { (s.verdict.map(|v| v.as_str()).unwrap_or("")) }
+                        td { (s.verdict.map(|v| v.as_str()).unwrap_or(""))
+                            @if let Some(detail) = series_finding(&s.series_description).filter(|_| s.verdict.map(|v| v.as_str()) == Some("nonstandard")) { br; span.muted { (detail) } }
+                        }
                     }
                 }
             }
         }
         h2 { "Forwarding" }
         @if doc.forward.is_empty() { p.muted { "Not queued for any destination." } } @else {
-            table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Last error" } th { "Sent as" } } }
-                tbody { @for f in &doc.forward { tr { td { (f.destination) } td { (f.state.as_str()) } td.num { (f.instances) } td.warn { (f.last_error) } td { (f.sent_as) } } } } }
+            table { thead { tr { th { "Destination" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th { "Sent as" } } }
+                tbody { @for f in &doc.forward { tr { td { (f.destination) } td { (f.state.as_str()) } td.num { (f.instances) } td { (zone.show(&f.oldest_queued_at)) } td.warn { (f.last_error) } td { (f.sent_as) } } } } }
         }
         h2 { "Documented reasons" }
-        @let documented = naming.map(|n| n.reasons.as_slice()).unwrap_or_default();
-        @if documented.is_empty() { p.muted { "None yet." } } @else {
+        @let documented_reasons = naming.map(|n| n.reasons.as_slice()).unwrap_or_default();
+        @if documented_reasons.is_empty() { p.muted { "None yet." } } @else {
             table #reasons { thead { tr { th { "When" } th { "Who" } th { "Reason" } th { "Note" } } }
-                tbody { @for r in documented { tr { td { (when(&r.documented_at)) } td { (r.documented_by) } td { (reason_label(&r.reason_code)) } td { (r.note) } } } } }
-        }
-        @if matches!(status, Some(StudyStatus::NeedsReason | StudyStatus::ReasonDocumented)) {
-            @if caller.can_document() && caller.via_session {
-                form.card #reason-form method="post" action={"/studies/" (study.study_instance_uid) "/reasons"} {
-                    h2 { "Document the medical reason" }
-                    input type="hidden" name="csrf" value=(caller.csrf.clone().unwrap_or_default());
-                    div.choices {
-                        @for choice in reasons {
-                            label {
-                                input type="radio" name="code" value=(choice.code) required checked[choice.code == suggested];
-                                (choice.label) @if choice.code == suggested { " " span.badge { "suggested" } }
-                            }
-                        }
-                    }
-                    label style="max-width:40rem" { "Note (required for “Other”)" textarea name="note" rows="3" {} }
-                    p { button type="submit" { "Document reason as " (caller.name) } }
-                }
-            } @else {
-                p.muted { "Sign in as a physician to document a reason." }
-            }
+                tbody { @for r in documented_reasons { tr { td { (zone.show(&r.documented_at)) } td { (r.documented_by) } td { (reason_label(&r.reason_code)) } td { (r.note) } } } } }
         }
         h2 { "History" }
         table { thead { tr { th { "When" } th { "Change" } th { "Cause" } } }
-            tbody { @for h in naming.map(|n| n.status_history.as_slice()).unwrap_or_default() { tr { td { (when(&h.changed_at)) } td { (h.from_status.map(StudyStatus::as_str).unwrap_or("—")) " → " (h.to_status.as_str()) } td { (h.cause) } } } } }
+            tbody { @for h in naming.map(|n| n.status_history.as_slice()).unwrap_or_default() { tr { td { (zone.show(&h.changed_at)) } td { (h.from_status.map(StudyStatus::as_str).unwrap_or("—")) " → " (h.to_status.as_str()) } td { (h.cause) } } } } }
         h2 { "Audit" }
         @if doc.audit.is_empty() { p.muted { "No changes made through the web pages, the API or the CLI." } } @else {
             table #audit { thead { tr { th { "When" } th { "Who" } th { "What" } th { "Detail" } th { "From" } } }
-                tbody { @for a in &doc.audit { tr { td { (when(&a.at)) } td { (a.user_name) } td { (a.action) } td { (a.detail) } td { (a.remote_address) } } } } }
+                tbody { @for a in &doc.audit { tr { td { (zone.show(&a.at)) } td { (a.user_name) } td { (a.action) } td { (a.detail) } td { (a.remote_address) } } } } }
         }
     };
-    page("Study", Some(&caller), body).into_response()
+    page("Study", Some(caller), body).into_response()
 }
 
 /// Above the worklist: what the safety gate holds back, when it holds anything.
@@ -788,7 +859,12 @@ fn safety_cell(findings: i64, held: i64) -> Markup {
 
 /// The study's findings, held instances (with release and reject for an admin) and the
 /// geometry check of each series.
-fn study_safety(safety: &StudySafety, caller: &Caller, study: &str) -> Markup {
+fn study_safety(
+    safety: &StudySafety,
+    caller: &Caller,
+    study: &str,
+    zone: &crate::clock::DisplayZone,
+) -> Markup {
     let admin = caller.is_admin() && caller.via_session;
     let csrf = caller.csrf.clone().unwrap_or_default();
     let held: Vec<_> = safety
@@ -830,7 +906,7 @@ fn study_safety(safety: &StudySafety, caller: &Caller, study: &str) -> Markup {
                             td { bdi { (h.series_description) } }
                             td { (h.destination) }
                             td { (h.held_for.join(", ")) }
-                            td { (when(&h.queued_at)) }
+                            td { (zone.show(&h.queued_at)) }
                             td { @if admin {
                                 form.decide method="post" action="/held" {
                                     input type="hidden" name="csrf" value=(csrf);
@@ -950,33 +1026,94 @@ pub async fn document_reason(
     };
     let reason = ReasonRequest {
         study_instance_uid: uid.clone(),
-        code: form.code,
-        note: form.note,
+        code: form.code.clone(),
+        note: form.note.clone(),
     };
     match state.service.document_reason(&author, reason).await {
-        Ok(_) => Redirect::to(&format!("/studies/{uid}")).into_response(),
+        Ok(_) => Redirect::to(&format!("/studies/{uid}?documented=1")).into_response(),
+        // A choice the form can fix: the page again, the choice and the note kept.
+        Err(e) if e.kind() == crate::service::ErrorKind::Invalid => {
+            let refused = Refused {
+                code: form.code,
+                note: form.note,
+                problem: e.to_string(),
+            };
+            let mut response = study_page(&state, &caller, &uid, false, Some(refused)).await;
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
         Err(e) => error_page(Some(&caller), e.into()),
     }
 }
 
-/// Stacked bars per group (G9318 green, G9320 amber, G9319 red), inline SVG.
-fn chart(rows: &[ReportRow]) -> Markup {
-    let groups: Vec<_> = rows.iter().filter(|r| r.group != "total").collect();
+/// The worklist URL of one group of the report (and one status, when given).
+fn report_link(report: &api::Report, group: &str, status: &str) -> String {
+    let (from_key, to_key) = if report.date == "study" {
+        ("study_from", "study_to")
+    } else {
+        ("since", "until")
+    };
+    let (mut from, mut to) = (report.from.clone(), report.to.clone());
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    if group != "total" {
+        match report.by.as_str() {
+            "station" if group != "(no station)" => extra.push(("station", group.to_string())),
+            "physician" => extra.push(("by", group.to_string())),
+            "month" if group.len() == 7 => {
+                // The month within the report's days.
+                let first = format!("{group}-01");
+                let last = format!("{group}-31");
+                from = from.max(first);
+                to = to.min(last);
+            }
+            _ => {}
+        }
+    }
+    let mut url = form_urlencoded::Serializer::new(String::new());
+    url.append_pair("status", if status.is_empty() { "all" } else { status });
+    url.append_pair(from_key, &from);
+    url.append_pair(to_key, &to);
+    for (key, value) in &extra {
+        url.append_pair(key, value);
+    }
+    format!("/worklist?{}", url.finish())
+}
+
+/// Stacked bars per group (G9318 green, G9320 amber, G9319 red) with their numbers, inline SVG;
+/// each bar links to the group's studies.
+fn chart(report: &api::Report) -> Markup {
+    let groups: Vec<_> = report.rows.iter().filter(|r| r.group != "total").collect();
     let max = groups.iter().map(|r| r.total).max().unwrap_or(0).max(1) as f64;
-    let (bar, gap, height) = (36.0, 18.0, 160.0);
+    let (bar, gap, height, top) = (44.0, 40.0, 160.0, 16.0);
     let width = (groups.len() as f64 * (bar + gap) + gap).max(240.0);
+    let label = |text: &str| -> String {
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() > 11 {
+            chars[..10].iter().collect::<String>() + "…"
+        } else {
+            text.to_string()
+        }
+    };
     html! {
-        svg #chart width=(width) height=(height + 40.0) viewBox={"0 0 " (width) " " (height + 40.0)} role="img" aria-label="Studies per group by HCPCS code" {
+        svg #chart width=(width) height=(top + height + 40.0) viewBox={"0 0 " (width) " " (top + height + 40.0)} role="img" aria-label="Studies per group by HCPCS code" {
             @for (i, r) in groups.iter().enumerate() {
                 @let x = gap + i as f64 * (bar + gap);
                 @let h18 = r.g9318 as f64 / max * height;
                 @let h20 = r.g9320 as f64 / max * height;
                 @let h19 = r.g9319 as f64 / max * height;
-                rect x=(x) y=(height - h18) width=(bar) height=(h18) fill="#38a169" { title { (r.group) ": " (r.g9318) " G9318" } }
-                rect x=(x) y=(height - h18 - h20) width=(bar) height=(h20) fill="#d69e2e" { title { (r.group) ": " (r.g9320) " G9320" } }
-                rect x=(x) y=(height - h18 - h20 - h19) width=(bar) height=(h19) fill="#e53e3e" { title { (r.group) ": " (r.g9319) " G9319" } }
-                text x=(x + bar / 2.0) y=(height + 14.0) font-size="11" text-anchor="middle" { (r.group.chars().take(12).collect::<String>()) }
-                text x=(x + bar / 2.0) y=(height + 28.0) font-size="11" text-anchor="middle" { (r.conformance_rate.map(|rate| format!("{:.0}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) }
+                @let base = top + height;
+                a href=(report_link(report, &r.group, "")) {
+                    title { (r.group) ": " (r.g9318) " G9318, " (r.g9319) " G9319, " (r.g9320) " G9320" }
+                    rect x=(x) y=(base - h18) width=(bar) height=(h18) fill="#38a169" {}
+                    rect x=(x) y=(base - h18 - h20) width=(bar) height=(h20) fill="#d69e2e" {}
+                    rect x=(x) y=(base - h18 - h20 - h19) width=(bar) height=(h19) fill="#e53e3e" {}
+                    @for (count, y0, h) in [(r.g9318, base - h18, h18), (r.g9320, base - h18 - h20, h20), (r.g9319, base - h18 - h20 - h19, h19)] {
+                        @if count > 0 && h >= 12.0 { text x=(x + bar / 2.0) y=(y0 + h / 2.0 + 4.0) font-size="11" fill="#fff" text-anchor="middle" { (count) } }
+                    }
+                    text x=(x + bar / 2.0) y=(base - h18 - h20 - h19 - 3.0) font-size="11" text-anchor="middle" { (r.total) }
+                }
+                text x=(x + bar / 2.0) y=(base + 14.0) font-size="11" text-anchor="middle" { title { (r.group) } (label(&r.group)) }
+                text x=(x + bar / 2.0) y=(base + 28.0) font-size="11" text-anchor="middle" { (r.conformance_rate.map(|rate| format!("{:.0}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) }
             }
         }
     }
@@ -991,34 +1128,73 @@ pub async fn report(
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
     };
-    let (from, to, by, rows) = match api::report_rows(&state, &query).await {
+    let report = match api::report_rows(&state, &query).await {
         Ok(result) => result,
         Err(e) => return error_page(Some(&caller), e),
+    };
+    let (from, to, by) = (&report.from, &report.to, &report.by);
+    let csv_query = format!("from={from}&to={to}&by={by}&date={}", report.date);
+    let count = |r: &crate::naming::report::ReportRow, n: u64, status: &str| {
+        html! { @if n == 0 { "0" } @else { a href=(report_link(&report, &r.group, status)) { (n) } } }
     };
     let body = html! {
         h1 { "Naming report: G9318 / G9319 / G9320" }
         form.filters method="get" action="/report" {
-            label { "From" input type="date" name="from" value=(from); }
-            label { "To" input type="date" name="to" value=(to); }
+            label { "From" input name="from" value=(from) placeholder="YYYY-MM-DD" size="11"; }
+            label { "To" input name="to" value=(to) placeholder="YYYY-MM-DD" size="11"; }
+            label { "Count on" select name="date" {
+                option value="study" selected[report.date == "study"] { "Study Date" }
+                option value="received" selected[report.date == "received"] { "day received" }
+            } }
             label { "Group by" select name="by" { @for g in ["month", "station", "physician"] { option value=(g) selected[by == g] { (g) } } } }
             button type="submit" { "Show" }
-            a href={"/report.csv?from=" (from) "&to=" (to) "&by=" (by)} { "Download CSV" }
+            a href={"/report.csv?" (csv_query)} { "Download CSV" }
         }
         div.card {
-            (chart(&rows))
+            (chart(&report))
             p.legend.muted {
                 span style="background:#38a169" {} "G9318 named per standard"
                 span style="background:#d69e2e" {} "G9320 reason documented"
                 span style="background:#e53e3e" {} "G9319 reason missing"
             }
-            p.muted { "Conformance: G9318 / (G9318 + G9319). Studies with a documented reason (G9320) are exceptions and leave the denominator, as in the quality measure that defined the codes." }
+            p.muted { "Conformance: G9318 / (G9318 + G9319). Studies with a documented reason (G9320) are exceptions and leave the denominator, as in the quality measure that defined the codes. Click a bar or a count for its studies." }
         }
         table #report {
             thead { tr { th { (match by.as_str() { "station" => "Station", "physician" => "Documented by", _ => "Month" }) } th.num { "G9318" } th.num { "G9319" } th.num { "G9320" } th.num { "Total" } th.num { "Conformance" } } }
-            tbody { @for r in &rows { tr style=(if r.group == "total" { "font-weight:600" } else { "" }) { td { (r.group) } td.num { (r.g9318) } td.num { (r.g9319) } td.num { (r.g9320) } td.num { (r.total) } td.num { (r.conformance_rate.map(|rate| format!("{:.1}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) } } } }
+            tbody { @for r in &report.rows { tr style=(if r.group == "total" { "font-weight:600" } else { "" }) {
+                td { (r.group) }
+                td.num { (count(r, r.g9318, "conforming")) } td.num { (count(r, r.g9319, "needs-reason")) } td.num { (count(r, r.g9320, "reason-documented")) }
+                td.num { (count(r, r.total, "")) }
+                td.num { (r.conformance_rate.map(|rate| format!("{:.1}%", rate * 100.0)).unwrap_or_else(|| "n/a".into())) }
+            } } }
+        }
+        @if by == "physician" { p.muted { "Studies without a documented reason count in the total only." } }
+        h2 { "Root causes: names to fix at the simulator" }
+        p.muted { "The most frequent nonstandard study and series names, by where they come from. Fixing the protocol on the simulator once ends documenting reasons for it. " a href={"/report/root-causes.csv?" (csv_query)} { "Download CSV" } }
+        @if report.root_causes.is_empty() { p.muted { "No nonstandard names in these days." } } @else {
+            table #root-causes {
+                thead { tr { th { "Kind" } th { "Name" } th.num { "Studies" } th { "Station" } th { "Protocol" } th { "Calling AE" } th { "Nearest standard name / kinds" } } }
+                tbody { @for c in &report.root_causes { tr {
+                    td { (c.kind) } td { bdi { (c.name) } } td.num { (c.count) } td { bdi { (c.station) } } td { bdi { (c.protocol) } } td { (c.calling_ae_title) } td { (c.nearest) }
+                } } }
+            }
         }
     };
     page("Report", Some(&caller), body).into_response()
+}
+
+fn csv_response(body: Vec<u8>, file_name: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn report_csv(
@@ -1029,28 +1205,53 @@ pub async fn report_csv(
     if let Err(redirect) = require(&request, "/report") {
         return redirect.into_response();
     }
-    let (from, to, by, rows) = match api::report_rows(&state, &query).await {
+    let report = match api::report_rows(&state, &query).await {
         Ok(result) => result,
         Err(e) => return e.into_response(),
     };
     let mut csv = Vec::new();
-    if let Err(e) = crate::output::report_csv(&mut csv, &by, &rows) {
+    if let Err(e) = crate::output::report_csv(&mut csv, &report.by, &report.rows) {
         return HttpError::Internal(e.to_string()).into_response();
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"simgate-report-{from}-{to}.csv\""),
-            ),
-        ],
+    csv_response(
         csv,
+        &format!("simgate-report-{}-{}.csv", report.from, report.to),
     )
-        .into_response()
 }
 
-pub async fn queue(State(state): State<AppState>, request: Request) -> Response {
+pub async fn root_causes_csv(
+    State(state): State<AppState>,
+    request: Request,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    if let Err(redirect) = require(&request, "/report") {
+        return redirect.into_response();
+    }
+    let report = match api::report_rows(&state, &query).await {
+        Ok(result) => result,
+        Err(e) => return e.into_response(),
+    };
+    let mut csv = Vec::new();
+    if let Err(e) = crate::output::root_causes_csv(&mut csv, &report.root_causes) {
+        return HttpError::Internal(e.to_string()).into_response();
+    }
+    csv_response(
+        csv,
+        &format!("simgate-root-causes-{}-{}.csv", report.from, report.to),
+    )
+}
+
+/// What the last queue action did.
+#[derive(Debug, Default, Deserialize)]
+pub struct QueueDone {
+    retried: Option<usize>,
+}
+
+pub async fn queue(
+    State(state): State<AppState>,
+    request: Request,
+    Query(done): Query<QueueDone>,
+) -> Response {
     let caller = match require(&request, "/queue") {
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
@@ -1062,17 +1263,24 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         Ok(result) => result,
         Err(e) => return error_page(Some(&caller), e),
     };
+    let zone = &state.config().http.time_zone;
     let admin = caller.is_admin() && caller.via_session;
     let csrf = caller.csrf.clone().unwrap_or_default();
+    let when_ago = |time: &str| {
+        html! { (zone.show(time)) @if let Some(age) = crate::clock::age(time) { " " span.muted { "(" (age) " ago)" } } }
+    };
     let body = html! {
         h1 { "Forward queue" }
+        @if let Some(n) = done.retried {
+            div.done #done-banner { (n) " instance(s) queued again; backoff reset: the forwarders try now." }
+        }
         @if state.config().destinations.is_empty() { p.muted { "No destinations configured: instances are received and logged only." } }
         table #queue {
             thead { tr { th { "Destination" } th.num { "Pending" } th.num { "In flight" } th.num { "Sent" } th.num { "Dead" } th.num { "Held" } th.num { "Waiting for check" } th.num { "Rejected" } th { "Oldest waiting since" } th { "Last error" } } }
             tbody { @for d in &summary { tr {
                 td { (d.destination) } td.num { (d.pending) } td.num { (d.in_flight) } td.num { (d.sent) } td.num { (d.dead) }
                 td.num { (d.held) } td.num { (d.waiting) } td.num { (d.rejected) }
-                td { (d.oldest_waiting_since.clone().unwrap_or_default()) } td.warn { (d.last_error) }
+                td { @if let Some(t) = &d.oldest_waiting_since { (when_ago(t)) } } td.warn { (d.last_error) }
             } } }
         }
         @if admin && summary.iter().any(|d| d.dead > 0) {
@@ -1084,17 +1292,20 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
         }
         h2 { "By study" }
         table {
-            thead { tr { th { "Destination" } th { "Study" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th { "Sent as" } th {} } }
+            thead { tr { th { "Destination" } th { "Study" } th { "Patient" } th { "State" } th.num { "Instances" } th { "Oldest queued" } th { "Last error" } th { "Sent as" } @if admin { th {} } } }
             tbody { @for s in studies.iter().filter(|s| !matches!(s.state, QueueState::Sent | QueueState::Rejected)) { tr {
-                td { (s.destination) } td { a href={"/studies/" (s.study_instance_uid)} { (s.study_instance_uid) } } td { (s.state.as_str()) } td.num { (s.instances) } td { (s.oldest_queued_at) } td.warn { (s.last_error) } td { (s.sent_as) }
-                td { @if s.state == QueueState::Held {
+                td { (s.destination) }
+                td { a href={"/studies/" (s.study_instance_uid)} { @if s.study_description.is_empty() { "(empty)" } @else { bdi { (s.study_description) } } } br; span.muted { (s.study_instance_uid) } }
+                td { bdi { (person(&s.patient_name)) } }
+                td { (s.state.as_str()) } td.num { (s.instances) } td { (when_ago(&s.oldest_queued_at)) } td.warn { (s.last_error) } td { (s.sent_as) }
+                @if admin { td { @if s.state == QueueState::Held {
                     a href={"/studies/" (s.study_instance_uid) "#safety"} { "Release or reject on the study page" }
-                } @else if admin && matches!(s.state, QueueState::Pending | QueueState::Dead) { form method="post" action="/queue/retry" {
+                } @else if matches!(s.state, QueueState::Pending | QueueState::Dead) { form method="post" action="/queue/retry" {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="study" value=(s.study_instance_uid);
                     input type="hidden" name="destination" value=(s.destination);
                     button type="submit" { "Retry" }
-                } } }
+                } } } }
             } } }
         }
     };
@@ -1133,7 +1344,7 @@ pub async fn queue_retry(
         Err(e) => return error_page(Some(&caller), e),
     };
     match state.service.retry(&author, body.request()).await {
-        Ok(_) => Redirect::to("/queue").into_response(),
+        Ok(count) => Redirect::to(&format!("/queue?retried={count}")).into_response(),
         Err(e) => error_page(Some(&caller), e.into()),
     }
 }

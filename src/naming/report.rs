@@ -29,11 +29,57 @@ impl ReportGrouping {
     }
 }
 
+/// Which day a study counts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportDate {
+    /// Its Study Date (0008,0020); the day it was first received when it has none.
+    Study,
+    /// The day (UTC) it was first received.
+    Received,
+}
+
+impl ReportDate {
+    pub fn parse(text: &str) -> Option<ReportDate> {
+        match text {
+            "study" => Some(ReportDate::Study),
+            "received" => Some(ReportDate::Received),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportDate::Study => "study",
+            ReportDate::Received => "received",
+        }
+    }
+
+    /// The day (`YYYY-MM-DD`) a study counts on.
+    pub fn day_of(self, study_date: &str, first_received_at: &str) -> String {
+        let received = first_received_at[..first_received_at.len().min(10)].to_string();
+        match self {
+            ReportDate::Study
+                if study_date.len() == 8 && study_date.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                format!(
+                    "{}-{}-{}",
+                    &study_date[..4],
+                    &study_date[4..6],
+                    &study_date[6..]
+                )
+            }
+            _ => received,
+        }
+    }
+}
+
 /// What the report needs of one judged study.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportFact {
     /// RFC 3339 UTC.
     pub first_received_at: String,
+    /// Study Date as received (DA), possibly empty.
+    pub study_date: String,
     pub status: StudyStatus,
     pub station_name: Option<String>,
     /// Who documented the latest reason, if any.
@@ -60,6 +106,7 @@ pub fn report(
     from: &str,
     to: &str,
     grouping: ReportGrouping,
+    dates: ReportDate,
 ) -> Vec<ReportRow> {
     let mut groups: BTreeMap<String, ReportRow> = BTreeMap::new();
     let mut total = ReportRow {
@@ -67,28 +114,32 @@ pub fn report(
         ..ReportRow::default()
     };
     for fact in facts {
-        let day = &fact.first_received_at[..fact.first_received_at.len().min(10)];
-        if day < from || day > to {
+        let day = dates.day_of(&fact.study_date, &fact.first_received_at);
+        if day.as_str() < from || day.as_str() > to {
             continue;
         }
+        // By physician, only studies with a documented reason have a group; the others are
+        // in the total alone (a group of them would show a conformance rate nobody owns).
         let group = match grouping {
-            ReportGrouping::Month => day[..day.len().min(7)].to_string(),
-            ReportGrouping::Station => fact
-                .station_name
-                .clone()
-                .unwrap_or_else(|| "(no station)".into()),
+            ReportGrouping::Month => Some(day[..day.len().min(7)].to_string()),
+            ReportGrouping::Station => Some(
+                fact.station_name
+                    .clone()
+                    .unwrap_or_else(|| "(no station)".into()),
+            ),
             ReportGrouping::Physician => match &fact.documented_by {
-                Some(by) if fact.status == StudyStatus::ReasonDocumented => by.clone(),
-                _ => "(no reason documented)".into(),
+                Some(by) if fact.status == StudyStatus::ReasonDocumented => Some(by.clone()),
+                _ => None,
             },
         };
-        for row in [
-            groups.entry(group.clone()).or_insert_with(|| ReportRow {
+        let mut rows = vec![&mut total];
+        if let Some(group) = group {
+            rows.push(groups.entry(group.clone()).or_insert_with(|| ReportRow {
                 group,
                 ..ReportRow::default()
-            }),
-            &mut total,
-        ] {
+            }));
+        }
+        for row in rows {
             match fact.status {
                 StudyStatus::Conforming => row.g9318 += 1,
                 StudyStatus::NeedsReason => row.g9319 += 1,
@@ -105,6 +156,78 @@ pub fn report(
     rows
 }
 
+/// One nonstandard name as a root-cause fact: where it came from and what it is nearest to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameFact {
+    /// `study` or `series`.
+    pub kind: &'static str,
+    pub name: String,
+    pub station: String,
+    pub protocol: String,
+    pub calling_ae_title: String,
+    /// The nearest standard name (study) or series kinds (series); may be empty.
+    pub nearest: String,
+    pub first_received_at: String,
+    pub study_date: String,
+}
+
+/// A nonstandard name that keeps coming from one place: fix it there once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RootCause {
+    pub kind: &'static str,
+    pub name: String,
+    pub station: String,
+    pub protocol: String,
+    pub calling_ae_title: String,
+    /// Studies with this name from this place.
+    pub count: u64,
+    pub nearest: String,
+}
+
+/// The most frequent nonstandard names per (kind, name, station, protocol, calling AE) in
+/// the days, most frequent first, at most `limit`.
+pub fn root_causes(
+    facts: impl IntoIterator<Item = NameFact>,
+    from: &str,
+    to: &str,
+    dates: ReportDate,
+    limit: usize,
+) -> Vec<RootCause> {
+    let mut groups: BTreeMap<(&'static str, String, String, String, String), RootCause> =
+        BTreeMap::new();
+    for fact in facts {
+        let day = dates.day_of(&fact.study_date, &fact.first_received_at);
+        if day.as_str() < from || day.as_str() > to {
+            continue;
+        }
+        let key = (
+            fact.kind,
+            fact.name.clone(),
+            fact.station.clone(),
+            fact.protocol.clone(),
+            fact.calling_ae_title.clone(),
+        );
+        let cause = groups.entry(key).or_insert_with(|| RootCause {
+            kind: fact.kind,
+            name: fact.name,
+            station: fact.station,
+            protocol: fact.protocol,
+            calling_ae_title: fact.calling_ae_title,
+            count: 0,
+            nearest: fact.nearest.clone(),
+        });
+        cause.count += 1;
+        if cause.nearest.is_empty() {
+            cause.nearest = fact.nearest;
+        }
+    }
+    let mut causes: Vec<RootCause> = groups.into_values().collect();
+    // Stable: equal counts keep the key order (kind, name, station...).
+    causes.sort_by(|a, b| b.count.cmp(&a.count));
+    causes.truncate(limit);
+    causes
+}
+
 /// G9318 / (G9318 + G9319), rounded to three places; `None` with an empty denominator.
 pub fn conformance_rate(g9318: u64, g9319: u64) -> Option<f64> {
     let denominator = g9318 + g9319;
@@ -118,6 +241,7 @@ mod tests {
     fn fact(day: &str, status: StudyStatus, station: &str, by: Option<&str>) -> ReportFact {
         ReportFact {
             first_received_at: format!("{day}T10:00:00.000Z"),
+            study_date: String::new(),
             status,
             station_name: (!station.is_empty()).then(|| station.to_string()),
             documented_by: by.map(str::to_string),
@@ -134,7 +258,13 @@ mod tests {
             fact("2026-12-01", NeedsReason, "", Some("dr a")),
             fact("2026-12-02", Conforming, "SIM1", None),
         ];
-        let rows = report(facts, "2026-11-01", "2026-12-01", grouping);
+        let rows = report(
+            facts,
+            "2026-11-01",
+            "2026-12-01",
+            grouping,
+            ReportDate::Received,
+        );
         let got: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -172,11 +302,65 @@ mod tests {
         );
         check(
             ReportGrouping::Physician,
-            &[
-                ("(no reason documented)", 1, 2, 0, Some(0.333)),
-                ("dr b", 0, 0, 1, None),
-                ("total", 1, 2, 1, Some(0.333)),
-            ],
+            &[("dr b", 0, 0, 1, None), ("total", 1, 2, 1, Some(0.333))],
+        );
+    }
+
+    #[test]
+    fn studies_count_on_their_study_date_unless_asked_otherwise() {
+        let mut scanned_earlier = fact("2026-12-01", StudyStatus::NeedsReason, "SIM1", None);
+        scanned_earlier.study_date = "20261130".into();
+        let without_date = fact("2026-12-01", StudyStatus::Conforming, "SIM1", None);
+        let facts = vec![scanned_earlier, without_date];
+        let by_study = report(
+            facts.clone(),
+            "2026-11-30",
+            "2026-11-30",
+            ReportGrouping::Month,
+            ReportDate::Study,
+        );
+        assert_eq!(by_study.last().map(|r| (r.g9318, r.g9319)), Some((0, 1)));
+        let by_received = report(
+            facts,
+            "2026-11-30",
+            "2026-11-30",
+            ReportGrouping::Month,
+            ReportDate::Received,
+        );
+        assert_eq!(by_received.last().map(|r| r.total), Some(0));
+    }
+
+    #[test]
+    fn root_causes_count_each_name_per_place_most_frequent_first() {
+        let name = |name: &str, station: &str, day: &str| NameFact {
+            kind: "study",
+            name: name.into(),
+            station: station.into(),
+            protocol: "LUNG 4D".into(),
+            calling_ae_title: "CTSIM".into(),
+            nearest: "CT Treatment Planning".into(),
+            first_received_at: format!("{day}T08:00:00Z"),
+            study_date: String::new(),
+        };
+        let facts = vec![
+            name("4DCT LUNG SIM", "SIM1", "2026-11-02"),
+            name("4DCT LUNG SIM", "SIM1", "2026-11-03"),
+            name("4DCT LUNG SIM", "SIM2", "2026-11-03"),
+            name("BREAST", "SIM1", "2026-11-04"),
+            name("4DCT LUNG SIM", "SIM1", "2026-10-01"),
+        ];
+        let causes = root_causes(facts, "2026-11-01", "2026-11-30", ReportDate::Received, 10);
+        let got: Vec<(&str, &str, u64)> = causes
+            .iter()
+            .map(|c| (c.name.as_str(), c.station.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("4DCT LUNG SIM", "SIM1", 2),
+                ("4DCT LUNG SIM", "SIM2", 1),
+                ("BREAST", "SIM1", 1)
+            ]
         );
     }
 }

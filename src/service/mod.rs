@@ -259,6 +259,8 @@ pub struct Service {
     index: IndexHandle,
     config: Arc<Config>,
     naming: watch::Receiver<Arc<Naming>>,
+    /// Wakes forwarders that back off when a retry is asked for.
+    retry_requested: Arc<tokio::sync::Notify>,
 }
 
 impl Service {
@@ -271,7 +273,13 @@ impl Service {
             index,
             config,
             naming,
+            retry_requested: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What forwarders listen to for a retry asked for by a person.
+    pub fn retry_requested(&self) -> &Arc<tokio::sync::Notify> {
+        &self.retry_requested
     }
 
     /// The naming rules in force (SIGHUP may replace them).
@@ -434,9 +442,10 @@ impl Service {
                         .unwrap_or_default()
                 );
                 db.append_audit(&author.audit("queue-retry", study.as_deref(), detail, &now))?;
-                Ok(count)
+                Ok::<_, ServiceError>(count)
             })
             .await
+            .inspect(|_| self.retry_requested.notify_waiters())
     }
 
     /// Queues every stored instance of a study for a destination again; audited.

@@ -150,6 +150,8 @@ pub struct StudyQueue {
     pub last_error: String,
     /// How instances were sent when not byte for byte (empty: all unchanged).
     pub sent_as: String,
+    pub patient_name: String,
+    pub study_description: String,
 }
 
 /// Instances waiting for one destination (pending or in flight), for /metrics.
@@ -369,10 +371,12 @@ impl Db<'_> {
         state: Option<QueueState>,
     ) -> Result<Vec<StudyQueue>, StoreError> {
         self.study_queue_rows(
-            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error),
-                    max(sent_as)
-             FROM forward_queue WHERE (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR state = ?2)
-             GROUP BY destination, study_instance_uid, state ORDER BY min(queued_at)",
+            "SELECT q.destination, q.study_instance_uid, q.state, count(*), min(q.queued_at),
+                    max(q.last_error), max(q.sent_as), coalesce(s.patient_name, ''),
+                    coalesce(s.study_description, '')
+             FROM forward_queue q LEFT JOIN studies s USING (study_instance_uid)
+             WHERE (?1 IS NULL OR q.destination = ?1) AND (?2 IS NULL OR q.state = ?2)
+             GROUP BY q.destination, q.study_instance_uid, q.state ORDER BY min(q.queued_at)",
             params![destination, state.map(QueueState::as_str)],
         )
     }
@@ -380,10 +384,12 @@ impl Db<'_> {
     /// Forward state of one study per destination and state.
     pub fn study_queue(&self, study: &str) -> Result<Vec<StudyQueue>, StoreError> {
         self.study_queue_rows(
-            "SELECT destination, study_instance_uid, state, count(*), min(queued_at), max(last_error),
-                    max(sent_as)
-             FROM forward_queue WHERE study_instance_uid = ?1
-             GROUP BY destination, state ORDER BY destination, state",
+            "SELECT q.destination, q.study_instance_uid, q.state, count(*), min(q.queued_at),
+                    max(q.last_error), max(q.sent_as), coalesce(s.patient_name, ''),
+                    coalesce(s.study_description, '')
+             FROM forward_queue q LEFT JOIN studies s USING (study_instance_uid)
+             WHERE q.study_instance_uid = ?1
+             GROUP BY q.destination, q.state ORDER BY q.destination, q.state",
             [study],
         )
     }
@@ -403,6 +409,8 @@ impl Db<'_> {
                 oldest_queued_at: r.get(4)?,
                 last_error: r.get(5)?,
                 sent_as: r.get(6)?,
+                patient_name: r.get(7)?,
+                study_description: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 
 use super::{Db, StoreError, split_list};
 use crate::naming::StudyStatus;
-use crate::naming::report::ReportFact;
+use crate::naming::report::{NameFact, ReportFact};
 
 /// Which studies a list shows.
 #[derive(Debug, Clone, Default)]
@@ -596,7 +596,8 @@ impl Db<'_> {
                     (SELECT station_name FROM series WHERE study_instance_uid = s.study_instance_uid
                        AND station_name <> '' ORDER BY first_received_at LIMIT 1),
                     (SELECT documented_by FROM study_reasons WHERE study_instance_uid = s.study_instance_uid
-                       ORDER BY id DESC LIMIT 1)
+                       ORDER BY id DESC LIMIT 1),
+                    s.study_date
              FROM studies s JOIN study_verdicts v USING (study_instance_uid)",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -605,6 +606,49 @@ impl Db<'_> {
                 status: r.get(1)?,
                 station_name: r.get(2)?,
                 documented_by: r.get(3)?,
+                study_date: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every nonstandard study and series name of the current verdicts, with the station,
+    /// protocol and calling AE title it came from, for the root-cause table.
+    pub fn name_facts(&self) -> Result<Vec<NameFact>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT f.code, f.subject, f.detail,
+                    coalesce((SELECT station_name FROM series WHERE study_instance_uid = s.study_instance_uid
+                       AND station_name <> '' ORDER BY first_received_at LIMIT 1), ''),
+                    coalesce((SELECT protocol_name FROM series WHERE study_instance_uid = s.study_instance_uid
+                       AND protocol_name <> '' ORDER BY first_received_at LIMIT 1), ''),
+                    coalesce((SELECT i.calling_ae_title FROM series se JOIN instances i USING (series_instance_uid)
+                       WHERE se.study_instance_uid = s.study_instance_uid LIMIT 1), ''),
+                    coalesce((SELECT name FROM study_suggestions g WHERE g.study_instance_uid = s.study_instance_uid
+                       ORDER BY position LIMIT 1), ''),
+                    s.first_received_at, s.study_date
+             FROM study_findings f JOIN studies s USING (study_instance_uid)
+             WHERE f.code IN ('study-name-nonstandard', 'series-name-nonstandard')",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let code: String = r.get(0)?;
+            let detail: String = r.get(2)?;
+            let study = code == "study-name-nonstandard";
+            Ok(NameFact {
+                kind: if study { "study" } else { "series" },
+                name: r.get(1)?,
+                station: r.get(3)?,
+                protocol: r.get(4)?,
+                calling_ae_title: r.get(5)?,
+                nearest: if study {
+                    r.get(6)?
+                } else {
+                    detail
+                        .split_once("nearest: ")
+                        .map(|(_, kinds)| kinds.to_string())
+                        .unwrap_or_default()
+                },
+                first_received_at: r.get(7)?,
+                study_date: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

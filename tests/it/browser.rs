@@ -245,13 +245,8 @@ async fn rows(client: &Client, table: &str) -> anyhow::Result<Vec<Vec<String>>> 
     Ok(rows)
 }
 
-async fn document_a_reason(
-    client: &Client,
-    base: &str,
-    uid: &str,
-    screenshots: &mut Vec<PathBuf>,
-) -> anyhow::Result<()> {
-    // Sign in; the login page sends the browser on to the worklist.
+/// Signs in as the physician; the login page sends the browser on to the worklist.
+async fn sign_in(client: &Client, base: &str) -> anyhow::Result<()> {
     client.goto(&format!("{base}/login")).await?;
     let form = client
         .wait()
@@ -288,6 +283,16 @@ async fn document_a_reason(
         url.path() == "/worklist",
         "after sign-in the browser is at {url}"
     );
+    Ok(())
+}
+
+async fn document_a_reason(
+    client: &Client,
+    base: &str,
+    uid: &str,
+    screenshots: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    sign_in(client, base).await?;
     let listed = rows(client, "table#worklist").await?;
     ensure!(listed.len() == 1, "one study needs a reason: {listed:?}");
     ensure!(
@@ -379,7 +384,7 @@ async fn document_a_reason(
     );
 
     // The report counts one G9320 (and nothing else) in its total row, with the chart.
-    client.goto(&format!("{base}/report")).await?;
+    client.goto(&format!("{base}/report?date=received")).await?;
     client
         .wait()
         .at_most(STEP)
@@ -401,6 +406,34 @@ async fn document_a_reason(
     );
     screenshots.push(save_screenshot(client, "report.png").await?);
     Ok(())
+}
+
+/// A headless Chromium session from the driver, with its own profile folder.
+async fn browser(driver: &Chromedriver, profile: &Path) -> anyhow::Result<Client> {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                format!("--window-size={WIDTH},{HEIGHT}"),
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::native()
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .context("a Chromium session from chromedriver")
 }
 
 #[test]
@@ -436,30 +469,7 @@ fn a_physician_documents_a_reason_in_the_browser() {
         .expect("tokio runtime");
     let mut screenshots = Vec::new();
     let outcome: anyhow::Result<()> = runtime.block_on(async {
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    format!("--window-size={WIDTH},{HEIGHT}"),
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let client = ClientBuilder::native()
-            .capabilities(capabilities)
-            .connect(&driver.url())
-            .await
-            .context("a Chromium session from chromedriver")?;
+        let client = browser(&driver, profile.path()).await?;
         let steps = document_a_reason(&client, &base, &uid, &mut screenshots).await;
         if steps.is_err() {
             let _ = save_screenshot(&client, "failure.png").await;
@@ -476,4 +486,192 @@ fn a_physician_documents_a_reason_in_the_browser() {
         );
     }
     assert_eq!(screenshots.len(), 3, "{screenshots:?}");
+}
+
+/// Screenshots of the viewport at the two sizes people use, named `<page>-<width>.png`.
+async fn screens(client: &Client, name: &str, shots: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for (width, height) in [(1366, 768), (1920, 1080)] {
+        client.set_window_size(width, height).await?;
+        let png = client.screenshot().await.context("screenshot")?;
+        let path = screenshot_dir().join(format!("{name}-{width}.png"));
+        std::fs::write(&path, png).with_context(|| format!("write {}", path.display()))?;
+        shots.push(path);
+    }
+    client.set_window_size(1366, 768).await?;
+    Ok(())
+}
+
+async fn click(client: &Client, css: &str) -> anyhow::Result<()> {
+    client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css(css))
+        .await
+        .with_context(|| format!("{css} on the page"))?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// Sixty studies waiting on a Monday morning: all of the first page in one action, nine
+/// selected, the last one confirmed from its row; the headline goes to zero and the report
+/// links back to them.
+async fn clear_the_worklist(
+    client: &Client,
+    base: &str,
+    shots: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    sign_in(client, base).await?;
+    client.set_window_size(1366, 768).await?;
+    client.goto(&format!("{base}/worklist")).await?;
+    wait_for_text(client, "#headline", &["60 need a reason", "oldest waiting"]).await?;
+    wait_for_text(client, "#showing", &["Showing 1–50 of 60", "page 1 of 2"]).await?;
+    // One line per study, and the table fits a 1366 px screen.
+    let fit = client
+        .execute(
+            "const row = document.querySelector('table#worklist tbody tr');\
+             return [row.getBoundingClientRect().height, document.querySelector('table#worklist').getBoundingClientRect().width, window.innerWidth];",
+            vec![],
+        )
+        .await?;
+    let number = |i: usize| fit[i].as_f64().unwrap_or(f64::MAX);
+    ensure!(number(0) < 40.0, "a worklist row is {} px tall", number(0));
+    ensure!(
+        number(1) <= number(2),
+        "the worklist is {} px wide in a {} px window",
+        number(1),
+        number(2)
+    );
+    screens(client, "worklist", shots).await?;
+
+    // Everything on the first page, in one action.
+    click(client, "button[name='scope'][value='page']").await?;
+    wait_for_text(
+        client,
+        "#done-banner",
+        &["Documented 50 studies", "treatment planning"],
+    )
+    .await?;
+    wait_for_text(client, "#headline", &["10 need a reason"]).await?;
+
+    // Nine of the ten left, selected one by one.
+    let boxes = client
+        .find_all(Locator::Css(
+            "table#worklist input[type='checkbox'][name='study']",
+        ))
+        .await?;
+    ensure!(boxes.len() == 10, "{} rows to select", boxes.len());
+    for checkbox in boxes.iter().take(9) {
+        checkbox.click().await?;
+    }
+    click(client, "button[name='scope'][value='selected']").await?;
+    wait_for_text(client, "#done-banner", &["Documented 9 studies"]).await?;
+    wait_for_text(client, "#headline", &["1 needs a reason"]).await?;
+
+    // The last one: its suggested reason confirmed from the row.
+    click(client, "table#worklist button[name='confirm']").await?;
+    wait_for_text(client, "#done-banner", &["Documented 1 study"]).await?;
+    wait_for_text(client, "#headline", &["Nothing needs a reason."]).await?;
+    screens(client, "worklist-cleared", shots).await?;
+
+    // A study page, the report (counts on the day received) and its link back to the list.
+    client
+        .goto(&format!("{base}/worklist?status=reason-documented"))
+        .await?;
+    click(client, "table#worklist td.clip a[href^='/studies/']").await?;
+    wait_for_text(client, "main .card .badge", &["G9320"]).await?;
+    screens(client, "study", shots).await?;
+    client
+        .goto(&format!("{base}/report?date=received&by=station"))
+        .await?;
+    let report = rows(client, "table#report").await?;
+    let total = report
+        .iter()
+        .find(|r| r.first().is_some_and(|g| g == "total"))
+        .ok_or_else(|| anyhow!("no total row in {report:?}"))?;
+    ensure!(total[1..5] == ["0", "0", "60", "60"], "total row {total:?}");
+    ensure!(
+        !client
+            .find_all(Locator::Css("svg#chart a text"))
+            .await?
+            .is_empty(),
+        "the bars carry their numbers"
+    );
+    screens(client, "report", shots).await?;
+    click(client, "table#report tbody tr:last-child td:nth-child(4) a").await?;
+    wait_for_text(client, "h1", &["Studies with a documented reason"]).await?;
+    wait_for_text(client, "#showing", &["of 60"]).await?;
+    client.goto(&format!("{base}/queue")).await?;
+    wait_for_text(client, "h1", &["Forward queue"]).await?;
+    screens(client, "queue", shots).await?;
+    Ok(())
+}
+
+#[test]
+fn sixty_studies_are_cleared_from_the_worklist_in_three_actions() {
+    require_browser();
+    let pki = crate::support::Pki::make();
+    let https = format!(
+        "{}\n[http.tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
+        physician_entry(),
+        pki.path("server.crt"),
+        pki.path("server.key")
+    );
+    let app = App::spawn_full("", "", "ct_simulator_ae_titles = [\"CTSIM\"]", &https);
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut paths = Vec::new();
+    for seed in 0..60u64 {
+        let mut spec = StudySpec::planning_ct(1, 7000 + seed);
+        spec.study_description = "4DCT LUNG SIM".into();
+        spec.station_name = if seed % 3 == 0 { "CTSIM02" } else { "CTSIM01" }.into();
+        spec.with_rt_objects = false;
+        spec.rows = 32;
+        spec.columns = 32;
+        let written =
+            synth::write_study(&spec, &source.path().join(seed.to_string())).expect("generate");
+        paths.extend(written.files.into_iter().map(|f| f.path));
+    }
+    assert_success(&app.storescu(&paths), "storescu");
+    assert_eq!(
+        app.count("SELECT count(*) FROM study_verdicts WHERE status = 'needs-reason'"),
+        60
+    );
+
+    let profile = TempDir::new().expect("profile tempdir");
+    let home = trusting_home(&pki.path("ca.crt"));
+    let driver = Chromedriver::start(app.dir.path(), home.path());
+    let base = format!("https://127.0.0.1:{}", app.http_port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut shots = Vec::new();
+    let outcome: anyhow::Result<()> = runtime.block_on(async {
+        let client = browser(&driver, profile.path()).await?;
+        let steps = clear_the_worklist(&client, &base, &mut shots).await;
+        if steps.is_err() {
+            let _ = save_screenshot(&client, "failure-monday.png").await;
+        }
+        let closed = client.close().await.context("closing the browser");
+        steps.and(closed)
+    });
+    if let Err(e) = outcome {
+        panic!(
+            "{e:#}\n(screenshot in {}; simgate log (tail):\n{}\nchromedriver log (tail):\n{})",
+            screenshot_dir().join("failure-monday.png").display(),
+            app.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            driver.log()
+        );
+    }
+    assert_eq!(shots.len(), 10, "{shots:?}");
+    assert_eq!(app.count("SELECT count(*) FROM study_reasons"), 60);
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'document-reason'"),
+        60
+    );
 }

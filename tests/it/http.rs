@@ -210,7 +210,7 @@ fn the_api_lists_details_and_documents_reasons_with_the_right_refusals() {
 
     // Report and queue.
     let report: Value = http
-        .get(url(&app, "/api/report"))
+        .get(url(&app, "/api/report?date=received"))
         .basic_auth("watson", Some(PASSWORD))
         .send()
         .expect("request")
@@ -686,7 +686,7 @@ fn report_and_study_csv_cells_cannot_start_a_formula() {
         "{text}"
     );
     let report = client()
-        .get(url(&app, "/report.csv?by=station"))
+        .get(url(&app, "/report.csv?by=station&date=received"))
         .send()
         .expect("report.csv");
     let body = report.text().expect("csv");

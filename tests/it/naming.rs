@@ -140,7 +140,12 @@ fn studies_are_judged_as_they_arrive_and_a_documented_reason_is_counted() {
     assert_eq!(history, ["needs-reason", "reason-documented"]);
 
     let day = &conforming["first_received_at"].as_str().expect("time")[..10];
-    let report = json(&app, &["report", "--from", day, "--to", day, "--json"]);
+    let report = json(
+        &app,
+        &[
+            "report", "--from", day, "--to", day, "--date", "received", "--json",
+        ],
+    );
     let total = report["rows"]
         .as_array()
         .expect("rows")
@@ -177,7 +182,9 @@ fn studies_are_judged_as_they_arrive_and_a_documented_reason_is_counted() {
             .iter()
             .any(|r| r["group"] == "Dr Curie" && r["g9320"] == 1)
     );
-    let csv = app.cli(&["report", "--from", day, "--to", day, "--csv"]);
+    let csv = app.cli(&[
+        "report", "--from", day, "--to", day, "--date", "received", "--csv",
+    ]);
     assert!(
         String::from_utf8_lossy(&csv.stdout)
             .starts_with("group,G9318,G9319,G9320,total,conformance_rate")
