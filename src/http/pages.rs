@@ -491,7 +491,7 @@ pub async fn worklist(
                                     input type="checkbox" name="study" value=(s.study_instance_uid) aria-label="select";
                                 } }
                                 td.num { (waiting(s.waiting())) }
-                                td.clip title=(s.reason_code.as_deref().map(|c| reason_label(c)).unwrap_or_default()) { (status_badge(s.status))
+                                td.clip title=(s.reason_code.as_deref().map(&reason_label).unwrap_or_default()) { (status_badge(s.status))
                                     @if let Some(code) = &s.reason_code { " " span.muted { (reason_label(code)) @if let Some(by) = &s.documented_by { ", " (by) } } }
                                 }
                                 td { (safety_cell(s.safety_findings, s.held_instances)) }

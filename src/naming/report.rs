@@ -223,7 +223,7 @@ pub fn root_causes(
     }
     let mut causes: Vec<RootCause> = groups.into_values().collect();
     // Stable: equal counts keep the key order (kind, name, station...).
-    causes.sort_by(|a, b| b.count.cmp(&a.count));
+    causes.sort_by_key(|c| std::cmp::Reverse(c.count));
     causes.truncate(limit);
     causes
 }
