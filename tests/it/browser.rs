@@ -602,7 +602,7 @@ async fn clear_the_worklist(
     wait_for_text(client, "h1", &["Studies with a documented reason"]).await?;
     wait_for_text(client, "#showing", &["of 60"]).await?;
     client.goto(&format!("{base}/queue")).await?;
-    wait_for_text(client, "h1", &["Forward queue"]).await?;
+    wait_for_text(client, "table#queue", &["tps", "60"]).await?;
     screens(client, "queue", shots).await?;
     Ok(())
 }
@@ -617,7 +617,12 @@ fn sixty_studies_are_cleared_from_the_worklist_in_three_actions() {
         pki.path("server.crt"),
         pki.path("server.key")
     );
-    let app = App::spawn_full("", "", "ct_simulator_ae_titles = [\"CTSIM\"]", &https);
+    // A TPS that is down, so the queue page has something to show.
+    let tables = format!(
+        "ct_simulator_ae_titles = [\"CTSIM\"]\n[[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    let app = App::spawn_full("", "", &tables, &https);
     let source = tempfile::tempdir().expect("tempdir");
     let mut paths = Vec::new();
     for seed in 0..60u64 {

@@ -172,6 +172,8 @@ fn studies_are_judged_as_they_arrive_and_a_documented_reason_is_counted() {
             day,
             "--by",
             "physician",
+            "--date",
+            "received",
             "--json",
         ],
     );
