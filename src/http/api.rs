@@ -19,7 +19,7 @@ use crate::naming::StudyStatus;
 use crate::naming::report::{self, ReportGrouping, ReportRow};
 use crate::service::{BulkReasonRequest, ReasonRequest, RetryRequest};
 use crate::store::safety::HoldTarget;
-use crate::store::studies::{StudyQuery, StudyRow};
+use crate::store::studies::{StudyQuery, StudyRow, StudySort};
 
 /// Filters, sorting and paging of the worklist and `GET /api/studies`, as URL parameters.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -185,57 +185,46 @@ impl StudyFilter {
     }
 }
 
-/// Sorts the matching studies and cuts out the page asked for; `whole` (the API without `page`
-/// or `per`): every study on one page.
-pub fn paginate(mut studies: Vec<StudyRow>, filter: &StudyFilter, whole: bool) -> StudyPage {
-    let key = filter.sort();
-    let text = |s: &StudyRow| -> String {
-        match key {
-            "study-date" => s.study_date.clone(),
-            "patient" => s.patient_name.to_lowercase(),
-            "station" => s.station_names.join(",").to_lowercase(),
-            "received" => s.first_received_at.clone(),
-            "accession" => s.accession_number.clone(),
-            _ => String::new(),
-        }
-    };
-    if key != "waiting" {
-        // Stable: ties keep the waiting order the store gave.
-        studies.sort_by_cached_key(text);
-    }
-    if filter.descending() {
-        studies.reverse();
-    }
-    let total = studies.len();
-    let per = if whole { total.max(1) } else { filter.per() };
-    let pages = total.div_ceil(per).max(1);
-    let page = given(&filter.page)
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, pages);
-    let studies = studies
-        .into_iter()
-        .skip((page - 1) * per)
-        .take(per)
-        .collect();
-    StudyPage {
-        studies,
-        total,
-        page,
-        per,
-        pages,
-    }
-}
-
+/// One page of the studies `filter` asks for (sorted and cut in SQL); `whole` (the API
+/// without `page` or `per`): every study on one page.
 pub async fn list_studies(
     state: &AppState,
     filter: &StudyFilter,
     default_status: &str,
+    whole: bool,
 ) -> Result<StudyPage, HttpError> {
     let query = filter.query(default_status)?;
-    let studies = state.read(move |db| db.studies(&query)).await?;
-    let whole = default_status == "all" && filter.page.is_none() && filter.per.is_none();
-    Ok(paginate(studies, filter, whole))
+    let sort = StudySort::parse(filter.sort()).unwrap_or(StudySort::Waiting);
+    let descending = filter.descending();
+    let per = filter.per();
+    let asked = given(&filter.page)
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let (studies, total, page, per) = state
+        .read(move |db| {
+            if whole {
+                let (rows, total) = db.study_page(&query, sort, descending, 0, None)?;
+                return Ok((rows, total, 1, total.max(1)));
+            }
+            let (mut rows, total) =
+                db.study_page(&query, sort, descending, (asked - 1) * per, Some(per))?;
+            // Past the last page: the last page.
+            let pages = total.div_ceil(per).max(1);
+            let page = asked.min(pages);
+            if page != asked {
+                rows = db.study_page(&query, sort, descending, (page - 1) * per, Some(per))?.0;
+            }
+            Ok((rows, total, page, per))
+        })
+        .await?;
+    Ok(StudyPage {
+        studies,
+        total,
+        page,
+        per,
+        pages: total.div_ceil(per).max(1),
+    })
 }
 
 pub async fn studies(
@@ -244,7 +233,8 @@ pub async fn studies(
     Query(filter): Query<StudyFilter>,
 ) -> Result<Json<Value>, HttpError> {
     request.caller()?;
-    let page = list_studies(&state, &filter, "all").await?;
+    let whole = filter.page.is_none() && filter.per.is_none();
+    let page = list_studies(&state, &filter, "all", whole).await?;
     Ok(Json(json!(page)))
 }
 

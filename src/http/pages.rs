@@ -364,7 +364,7 @@ pub async fn worklist(
         Ok(caller) => caller,
         Err(redirect) => return redirect.into_response(),
     };
-    let listing = match api::list_studies(&state, &filter, "needs-reason").await {
+    let listing = match api::list_studies(&state, &filter, "needs-reason", false).await {
         Ok(listing) => listing,
         Err(e) => return error_page(Some(&caller), e),
     };

@@ -306,6 +306,29 @@ fn split_list(text: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// Text values as a JSON array, for `json_each` in SQL (no serde_json here: JSON is the
+/// edge's business, and strings need only these escapes).
+fn json_array(values: &[String]) -> String {
+    let mut json = String::from("[");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => json.push_str("\\\""),
+                '\\' => json.push_str("\\\\"),
+                c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
+                c => json.push(c),
+            }
+        }
+        json.push('"');
+    }
+    json.push(']');
+    json
+}
+
 /// Splits a multi-valued attribute as the index keeps it (backslash-separated).
 fn split_values(text: &str) -> Vec<String> {
     text.split('\\')

@@ -119,9 +119,7 @@ ORDER BY se.study_instance_uid, se.series_number, i.series_instance_uid, i.insta
 LIMIT ?5"#;
 
 fn json_list(values: &Option<Vec<String>>) -> Option<String> {
-    values
-        .as_ref()
-        .map(|v| serde_json::Value::from(v.clone()).to_string())
+    values.as_deref().map(super::json_array)
 }
 
 impl Db<'_> {

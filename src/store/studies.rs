@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Serialize, Serializer};
 
@@ -31,6 +32,128 @@ pub struct StudyQuery {
     pub study_date_to: Option<String>,
     /// Who documented the latest reason.
     pub documented_by: Option<String>,
+}
+
+/// The orders a study list can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudySort {
+    /// Longest waiting for a reason first (then first received).
+    Waiting,
+    StudyDate,
+    Patient,
+    Station,
+    Received,
+    Accession,
+}
+
+impl StudySort {
+    pub const ALL: [(StudySort, &'static str); 6] = [
+        (StudySort::Waiting, "waiting"),
+        (StudySort::StudyDate, "study-date"),
+        (StudySort::Patient, "patient"),
+        (StudySort::Station, "station"),
+        (StudySort::Received, "received"),
+        (StudySort::Accession, "accession"),
+    ];
+
+    pub fn parse(text: &str) -> Option<StudySort> {
+        Self::ALL.iter().find(|(_, t)| *t == text).map(|(s, _)| *s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("waiting", |(_, t)| t)
+    }
+
+    /// The SQL sort key (over `studies s` and `study_verdicts v`); fixed text, never input.
+    fn order_by(self) -> &'static str {
+        match self {
+            StudySort::Waiting => "coalesce(v.needs_reason_since, s.first_received_at)",
+            StudySort::StudyDate => "s.study_date",
+            StudySort::Patient => "s.patient_name COLLATE NOCASE",
+            StudySort::Station => {
+                "(SELECT min(station_name) FROM series WHERE study_instance_uid = s.study_instance_uid
+                    AND station_name <> '') COLLATE NOCASE"
+            }
+            StudySort::Received => "s.first_received_at",
+            StudySort::Accession => "s.accession_number",
+        }
+    }
+}
+
+/// The WHERE clause of a study query and its values: only the filters given, so the planner
+/// sees plain conditions it can use indexes for.
+fn page_filter(query: &StudyQuery) -> (String, Vec<Value>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    let mut add = |clause: &str, value: Value, args: &mut Vec<Value>| {
+        args.push(value);
+        clauses.push(clause.replace("?", &format!("?{}", args.len())));
+    };
+    let text = |v: &str| Value::Text(v.to_string());
+    if let Some(status) = query.status {
+        add("v.status = ?", text(status.as_str()), &mut args);
+    }
+    if let Some(since) = &query.since {
+        add("s.first_received_at >= ?", text(since), &mut args);
+    }
+    if let Some(until) = &query.until {
+        add("s.first_received_at < ?", text(until), &mut args);
+    }
+    if let Some(from) = &query.study_date_from {
+        add("s.study_date >= ?", text(from), &mut args);
+    }
+    if let Some(to) = &query.study_date_to {
+        add("s.study_date <= ?", text(to), &mut args);
+    }
+    if let Some(by) = &query.documented_by {
+        add(
+            "(SELECT documented_by FROM study_reasons WHERE study_instance_uid = s.study_instance_uid
+               ORDER BY id DESC LIMIT 1) = ?",
+            text(by),
+            &mut args,
+        );
+    }
+    if let Some(station) = &query.station {
+        add(
+            "EXISTS (SELECT 1 FROM series se WHERE se.study_instance_uid = s.study_instance_uid
+               AND se.station_name = ? COLLATE NOCASE)",
+            text(station),
+            &mut args,
+        );
+    }
+    if let Some(needle) = &query.text {
+        // LIKE is case-insensitive for ASCII; the needle's own % and _ match themselves.
+        let escaped = needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        args.push(Value::Text(format!("%{escaped}%")));
+        let n = args.len();
+        clauses.push(format!(
+            "(s.patient_name LIKE ?{n} ESCAPE '\\' OR s.patient_id LIKE ?{n} ESCAPE '\\'
+              OR s.accession_number LIKE ?{n} ESCAPE '\\' OR s.study_description LIKE ?{n} ESCAPE '\\'
+              OR s.study_instance_uid LIKE ?{n} ESCAPE '\\'
+              OR EXISTS (SELECT 1 FROM series se WHERE se.study_instance_uid = s.study_instance_uid
+                         AND se.series_description LIKE ?{n} ESCAPE '\\'))"
+        ));
+    }
+    if query.safety {
+        clauses.push(
+            "(EXISTS (SELECT 1 FROM safety_findings f WHERE f.study_instance_uid = s.study_instance_uid)
+              OR EXISTS (SELECT 1 FROM forward_queue q WHERE q.study_instance_uid = s.study_instance_uid
+                         AND q.state = 'held'))"
+                .into(),
+        );
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (filter, args)
 }
 
 /// A finding of the verdict: a name that follows neither the standard nor the conventions.
@@ -317,61 +440,69 @@ fn study_row(r: &Row<'_>) -> rusqlite::Result<StudyRow> {
 impl Db<'_> {
     /// Received studies with their verdicts, oldest waiting first.
     pub fn studies(&self, query: &StudyQuery) -> Result<Vec<StudyRow>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "{STUDY_ROWS_SQL}
-             WHERE (?1 IS NULL OR v.status = ?1) AND (?2 IS NULL OR s.first_received_at >= ?2)
-               AND (?4 IS NULL OR s.first_received_at < ?4)
-               AND (?5 IS NULL OR s.study_date >= ?5) AND (?6 IS NULL OR s.study_date <= ?6)
-               AND (?7 IS NULL OR r.documented_by = ?7)
-               AND (?3 = 0
-                    OR EXISTS (SELECT 1 FROM safety_findings f
-                               WHERE f.study_instance_uid = s.study_instance_uid)
-                    OR EXISTS (SELECT 1 FROM forward_queue q
-                               WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held'))
-             ORDER BY coalesce(v.needs_reason_since, s.first_received_at), s.study_instance_uid"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                query.status.map(StudyStatus::as_str),
-                query.since,
-                query.safety,
-                query.until,
-                query.study_date_from,
-                query.study_date_to,
-                query.documented_by,
-            ],
-            study_row,
+        Ok(self.study_page(query, StudySort::Waiting, false, 0, None)?.0)
+    }
+
+    /// The studies `query` matches in `sort` order, `limit` of them (all: `None`) from
+    /// `offset`, and how many match in all. Two steps, so the columns computed per study
+    /// (counts, stations, series names, verdict items) are computed for the page only: the
+    /// matching UIDs in order first, with only the filters' and the sort's columns, then the
+    /// rows of those.
+    pub fn study_page(
+        &self,
+        query: &StudyQuery,
+        sort: StudySort,
+        descending: bool,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<(Vec<StudyRow>, usize), StoreError> {
+        let (filter, args) = page_filter(query);
+        // With a status the verdicts drive the search (their status index); without one every
+        // study is listed, judged or not.
+        let join = if query.status.is_some() { "JOIN" } else { "LEFT JOIN" };
+        let from = format!("FROM studies s {join} study_verdicts v USING (study_instance_uid) {filter}");
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*) {from}"),
+            rusqlite::params_from_iter(&args),
+            |r| r.get(0),
         )?;
-        let mut studies: Vec<StudyRow> = rows.collect::<Result<_, _>>()?;
-        if let Some(station) = query.station.as_deref() {
-            studies.retain(|s| {
-                s.station_names
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(station))
-            });
-        }
-        if let Some(text) = query.text.as_deref() {
-            let text = text.to_lowercase();
-            studies.retain(|s| {
-                [
-                    &s.patient_name,
-                    &s.patient_id,
-                    &s.accession_number,
-                    &s.study_description,
-                    &s.study_instance_uid,
-                ]
-                .into_iter()
-                .chain(&s.series_descriptions)
-                .any(|field| field.to_lowercase().contains(&text))
-            });
-        }
-        let mut items = self.verdict_items(None)?;
-        for study in &mut studies {
-            if let Some(items) = items.remove(&study.study_instance_uid) {
-                study.items = items;
-            }
-        }
-        Ok(studies)
+        let direction = if descending { "DESC" } else { "ASC" };
+        let mut page_args = args.clone();
+        page_args.push(Value::Integer(limit.map_or(-1, |l| l as i64)));
+        page_args.push(Value::Integer(offset as i64));
+        let uids: Vec<String> = self
+            .conn
+            .prepare(&format!(
+                "SELECT s.study_instance_uid {from}
+                 ORDER BY {key} {direction}, s.study_instance_uid {direction}
+                 LIMIT ?{l} OFFSET ?{o}",
+                key = sort.order_by(),
+                l = page_args.len() - 1,
+                o = page_args.len(),
+            ))?
+            .query_map(rusqlite::params_from_iter(&page_args), |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let list = super::json_array(&uids);
+        let mut rows: HashMap<String, StudyRow> = self
+            .conn
+            .prepare(&format!(
+                "{STUDY_ROWS_SQL} WHERE s.study_instance_uid IN (SELECT value FROM json_each(?1))"
+            ))?
+            .query_map([&list], study_row)?
+            .map(|row| row.map(|r| (r.study_instance_uid.clone(), r)))
+            .collect::<Result<_, _>>()?;
+        let mut items = self.verdict_items_of(&list)?;
+        let studies = uids
+            .iter()
+            .filter_map(|uid| {
+                let mut row = rows.remove(uid)?;
+                if let Some(items) = items.remove(uid) {
+                    row.items = items;
+                }
+                Some(row)
+            })
+            .collect();
+        Ok((studies, total as usize))
     }
 
     /// One study with its series, codes and naming; `None` when no such study is stored.
@@ -526,14 +657,23 @@ impl Db<'_> {
     }
 
     /// Findings, suggestions and evidence of one study's verdict, or of every study's.
+    /// The verdict items of one study.
     fn verdict_items(
         &self,
         study: Option<&str>,
     ) -> Result<HashMap<String, VerdictItems>, StoreError> {
+        let one: Vec<String> = study.into_iter().map(str::to_string).collect();
+        self.verdict_items_of(&super::json_array(&one))
+    }
+
+    /// The verdict items of the studies in `list` (a JSON array of UIDs).
+    fn verdict_items_of(&self, list: &str) -> Result<HashMap<String, VerdictItems>, StoreError> {
+        let study = list;
         let mut items: HashMap<String, VerdictItems> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT study_instance_uid, code, subject, detail FROM study_findings
-             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+             WHERE study_instance_uid IN (SELECT value FROM json_each(?1))
+             ORDER BY study_instance_uid, position",
         )?;
         let mut rows = stmt.query([study])?;
         while let Some(r) = rows.next()? {
@@ -549,7 +689,8 @@ impl Db<'_> {
         }
         let mut stmt = self.conn.prepare_cached(
             "SELECT study_instance_uid, scheme, code, name, score FROM study_suggestions
-             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+             WHERE study_instance_uid IN (SELECT value FROM json_each(?1))
+             ORDER BY study_instance_uid, position",
         )?;
         let mut rows = stmt.query([study])?;
         while let Some(r) = rows.next()? {
@@ -566,7 +707,8 @@ impl Db<'_> {
         }
         let mut stmt = self.conn.prepare_cached(
             "SELECT study_instance_uid, kind, detail FROM study_evidence
-             WHERE ?1 IS NULL OR study_instance_uid = ?1 ORDER BY study_instance_uid, position",
+             WHERE study_instance_uid IN (SELECT value FROM json_each(?1))
+             ORDER BY study_instance_uid, position",
         )?;
         let mut rows = stmt.query([study])?;
         while let Some(r) = rows.next()? {
