@@ -21,6 +21,11 @@
 #   SIMGATE_BIN, SIMGATE_GEN_BIN       binaries (default: ${CARGO_TARGET_DIR:-target}/release/...)
 #   BENCH_SEND_TIMEOUT=900             seconds before a hung storescu is killed
 #   BENCH_PROXY=1                      also measure store-and-forward to a storescp sink (0: skip)
+#   BENCH_QUERY_STUDIES=100000         studies in the index the query latency is measured on
+#                                      (seeded once with simgate-seed, 20 instances each; 0: skip)
+#   SIMGATE_SEED_BIN                   the seeder (default: .../release/simgate-seed)
+# Targets: simgate-fsync simgate-os baseline-fsync baseline-os storescp (to disk, no fsync)
+# storescp-ignore (receives and discards: the protocol ceiling).
 set -euo pipefail
 # Decimal points and numeric sorting as the awk and printf calls below expect them.
 export LC_ALL=C
@@ -28,7 +33,7 @@ export LC_ALL=C
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly REPS="${BENCH_REPS:-3}"
-readonly TARGETS="${BENCH_TARGETS:-simgate-fsync simgate-os storescp}"
+readonly TARGETS="${BENCH_TARGETS:-simgate-fsync simgate-os storescp storescp-ignore}"
 readonly MODES="${BENCH_MODES:-1 4}"
 readonly SEND_TIMEOUT="${BENCH_SEND_TIMEOUT:-900}"
 BENCH_DIR="$(mkdir -p "${BENCH_DIR:-target}" && cd "${BENCH_DIR:-target}" && pwd)"
@@ -37,6 +42,9 @@ readonly RELEASE_DIR="${CARGO_TARGET_DIR:-target}/release"
 readonly SIMGATE_BIN="${SIMGATE_BIN:-$RELEASE_DIR/simgate}"
 readonly SIMGATE_GEN_BIN="${SIMGATE_GEN_BIN:-$RELEASE_DIR/simgate-gen}"
 readonly SIMGATE_BASELINE_BIN="${SIMGATE_BASELINE_BIN:-}"
+readonly SIMGATE_SEED_BIN="${SIMGATE_SEED_BIN:-$RELEASE_DIR/simgate-seed}"
+readonly QUERY_STUDIES="${BENCH_QUERY_STUDIES:-100000}"
+readonly QUERY_TSV="$BENCH_DIR/bench-run/query.tsv"
 
 # The upload, spelled out here rather than left to simgate-gen's defaults so the cache check and
 # the expected counts cannot drift apart.
@@ -249,9 +257,10 @@ run_simgate() { # durability rep senders [name binary]
     finish_leg "$storage"
 }
 
-run_storescp() { # rep senders
-    local rep=$1 senders=$2
-    local leg_dir="$RUN_ROOT/storescp-x$senders-r$rep"
+run_storescp() { # rep senders [ignore]
+    local rep=$1 senders=$2 ignore=${3:-}
+    local name=storescp${ignore:+-ignore}
+    local leg_dir="$RUN_ROOT/$name-x$senders-r$rep"
     local received="$leg_dir/received"
     mkdir -p "$received"
     local port
@@ -259,7 +268,8 @@ run_storescp() { # rep senders
     # --fork: one process per association, as a DCMTK-based destination is deployed; without it
     # storescp serves associations one after another and the 4-sender figure would measure queueing.
     # +xa: accept every transfer syntax; -pm: any SOP class. storescp never fsyncs.
-    TCP_NODELAY=1 storescp --fork -od "$received" +xa -pm -aet STORESCP "$port" >"$leg_dir/storescp.log" 2>&1 &
+    # --ignore: receive every data set and discard it, the protocol ceiling of this machine.
+    TCP_NODELAY=1 storescp --fork ${ignore:+--ignore} -od "$received" +xa -pm -aet STORESCP "$port" >"$leg_dir/storescp.log" 2>&1 &
     SERVER_PID=$!
     wait_for_echo STORESCP "$port" "$SERVER_PID" "$leg_dir/storescp.log"
 
@@ -271,8 +281,10 @@ run_storescp() { # rep senders
         kill -TERM "$child" 2>/dev/null || true
     done
     stop_server "$SERVER_PID" storescp
-    expect_received "$received" '*' "storescp's output directory ($received)"
-    record storescp "$senders" "$rep" "$LAST_SECONDS" 0
+    if [[ -z $ignore ]]; then
+        expect_received "$received" '*' "storescp's output directory ($received)"
+    fi
+    record "$name" "$senders" "$rep" "$LAST_SECONDS" 0
     finish_leg "$received"
 }
 
@@ -326,6 +338,47 @@ address = \"127.0.0.1:$sink_port\""
     finish_leg "$sink"
 }
 
+# Query latency: an index of QUERY_STUDIES studies, seeded once through the store's own code
+# and cached; simgate serves it (HTTP on) and the needs-reason list is timed through the API
+# (curl) and the CLI (a whole process, as a person runs it).
+run_queries() {
+    local index_dir="$BENCH_DIR/bench-data/index-$QUERY_STUDIES"
+    if [[ ! -s $index_dir/done ]]; then
+        [[ -x $SIMGATE_SEED_BIN ]] || die "no simgate-seed at $SIMGATE_SEED_BIN"
+        rm -rf -- "$index_dir"
+        log "seeding $QUERY_STUDIES studies into $index_dir (once)"
+        "$SIMGATE_SEED_BIN" --dir "$index_dir" --studies "$QUERY_STUDIES" || die "seeding failed"
+        echo "$QUERY_STUDIES" >"$index_dir/done"
+    fi
+    local leg_dir="$RUN_ROOT/query"
+    mkdir -p "$leg_dir"
+    local port http_port
+    port=$(free_port)
+    http_port=$(free_port)
+    start_simgate "$leg_dir" "$port" "$index_dir" os ""
+    # The shared helper writes bind = "off": this leg needs the pages.
+    stop_server "$SERVER_PID" "simgate ($leg_dir/simgate.log)"
+    sed -i "s/^bind = \"off\"/bind = \"127.0.0.1:$http_port\"/" "$leg_dir/simgate.toml"
+    "$SIMGATE_BIN" serve --config "$leg_dir/simgate.toml" >"$leg_dir/simgate.log" 2>&1 &
+    SERVER_PID=$!
+    wait_for_echo SIMGATE "$port" "$SERVER_PID" "$leg_dir/simgate.log"
+    : >"$QUERY_TSV"
+    local i seconds start
+    for ((i = 0; i < 20; i++)); do
+        seconds=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$http_port/api/studies?status=needs-reason")
+        printf 'api-needs-reason\t%s\n' "$seconds" >>"$QUERY_TSV"
+        seconds=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$http_port/worklist?status=needs-reason")
+        printf 'api-worklist-page\t%s\n' "$seconds" >>"$QUERY_TSV"
+    done
+    for ((i = 0; i < 10; i++)); do
+        start=$(now)
+        "$SIMGATE_BIN" studies --status needs-reason --json --config "$leg_dir/simgate.toml" >/dev/null
+        awk -v s="$start" -v e="$(now)" 'BEGIN { printf "cli-needs-reason\t%.4f\n", e - s }' >>"$QUERY_TSV"
+    done
+    stop_server "$SERVER_PID" "simgate ($leg_dir/simgate.log)"
+    log "query latency measured on $QUERY_STUDIES studies"
+}
+
 run_leg() { # target rep senders
     case $1 in
     simgate-fsync) run_simgate fsync "$2" "$3" ;;
@@ -333,7 +386,8 @@ run_leg() { # target rep senders
     baseline-fsync) run_simgate fsync "$2" "$3" baseline "$SIMGATE_BASELINE_BIN" ;;
     baseline-os) run_simgate os "$2" "$3" baseline "$SIMGATE_BASELINE_BIN" ;;
     storescp) run_storescp "$2" "$3" ;;
-    *) die "unknown target $1 (known: simgate-fsync simgate-os baseline-fsync baseline-os storescp)" ;;
+    storescp-ignore) run_storescp "$2" "$3" ignore ;;
+    *) die "unknown target $1 (known: simgate-fsync simgate-os baseline-fsync baseline-os storescp storescp-ignore)" ;;
     esac
 }
 
@@ -364,6 +418,7 @@ target_label() {
     baseline-fsync) echo 'baseline simgate, durability "fsync"' ;;
     baseline-os) echo 'baseline simgate, durability "os"' ;;
     storescp) echo 'DCMTK storescp --fork (no fsync)' ;;
+    storescp-ignore) echo 'DCMTK storescp --fork --ignore (protocol ceiling)' ;;
     esac
 }
 
@@ -380,31 +435,39 @@ summarize() {
         echo "- workload: $EXPECTED_FILES CT slices 512x512, $((DATA_BYTES / 1000000)) MB, Explicit VR LE, loopback, TCP_NODELAY=1"
         echo "- $REPS repetitions per row, targets alternating; median wall-clock time around storescu; MB = 10^6 bytes"
         echo
-        echo "| receiver | associations | median s | images/s | MB/s | vs storescp | peak RSS |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
-        local senders target seconds images_per_s mb_per_s ratio rss reference
+        echo "| receiver | associations | median s | images/s | MB/s | vs storescp | vs ceiling | peak RSS |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        local senders target seconds images_per_s mb_per_s ratio ceiling_ratio rss reference ceiling
         for senders in $MODES; do
-            reference=""
+            reference="" ceiling=""
             if [[ " $TARGETS " == *" storescp "* ]]; then
                 reference=$(median_seconds storescp "$senders")
+            fi
+            if [[ " $TARGETS " == *" storescp-ignore "* ]]; then
+                ceiling=$(median_seconds storescp-ignore "$senders")
             fi
             for target in $TARGETS; do
                 seconds=$(median_seconds "$target" "$senders")
                 images_per_s=$(awk -v n="$EXPECTED_FILES" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }')
                 mb_per_s=$(awk -v b="$DATA_BYTES" -v s="$seconds" 'BEGIN { printf "%.0f", b / s / 1e6 }')
                 # Same images either way, so the ratio of rates is the inverse ratio of times.
-                if [[ $target == storescp || -z $reference ]]; then
+                if [[ $target == storescp* || -z $reference ]]; then
                     ratio="—"
                 else
                     ratio=$(awk -v r="$reference" -v s="$seconds" 'BEGIN { printf "%.2fx", r / s }')
                 fi
-                if [[ $target == storescp ]]; then
+                if [[ $target == storescp-ignore || -z $ceiling ]]; then
+                    ceiling_ratio="—"
+                else
+                    ceiling_ratio=$(awk -v r="$ceiling" -v s="$seconds" 'BEGIN { printf "%.2fx", r / s }')
+                fi
+                if [[ $target == storescp* ]]; then
                     rss="—"
                 else
                     rss="$(($(max_rss_kb "$target" "$senders") / 1024)) MiB"
                 fi
-                printf '| %s | %s | %.2f | %s | %s | %s | %s |\n' "$(target_label "$target")" "$senders" \
-                    "$seconds" "$images_per_s" "$mb_per_s" "$ratio" "$rss"
+                printf '| %s | %s | %.2f | %s | %s | %s | %s | %s |\n' "$(target_label "$target")" "$senders" \
+                    "$seconds" "$images_per_s" "$mb_per_s" "$ratio" "$ceiling_ratio" "$rss"
             done
         done
         echo
@@ -423,6 +486,27 @@ summarize() {
             printf '| %.2f | %.2f | %.0f | %s MiB |\n' "$upload" "$lag" \
                 "$(awk -v n="$EXPECTED_FILES" -v t="$total" 'BEGIN { print n / t }')" \
                 "$(($(cut -f5 "$PROXY_TSV" | sort -g | tail -n 1) / 1024))"
+            if [[ " $TARGETS " == *" simgate-fsync "* && " $MODES " == *" 1 "* ]]; then
+                local alone
+                alone=$(median_seconds simgate-fsync 1)
+                echo
+                awk -v u="$upload" -v a="$alone" 'BEGIN { printf "Ingest with forwarding on: %.2f s against %.2f s without (fsync, 1 association): %+.0f %%.\n", u, a, (u / a - 1) * 100 }'
+            fi
+        fi
+        if [[ -s $QUERY_TSV ]]; then
+            echo
+            echo "Query latency on an index of $QUERY_STUDIES studies ($((QUERY_STUDIES * 20)) instances, seeded through the store's code), median of the runs:"
+            echo
+            echo "| query | runs | median ms | max ms |"
+            echo "|---|---:|---:|---:|"
+            local what
+            for what in api-needs-reason api-worklist-page cli-needs-reason; do
+                awk -F'\t' -v w="$what" '$1 == w { print $2 * 1000 }' "$QUERY_TSV" | median >/dev/null 2>&1 || continue
+                printf '| %s | %s | %.1f | %.1f |\n' "$what" \
+                    "$(awk -F'\t' -v w="$what" '$1 == w' "$QUERY_TSV" | wc -l)" \
+                    "$(awk -F'\t' -v w="$what" '$1 == w { print $2 * 1000 }' "$QUERY_TSV" | median)" \
+                    "$(awk -F'\t' -v w="$what" '$1 == w && $2 > m { m = $2 } END { print m * 1000 }' "$QUERY_TSV")"
+            done
         fi
     } | tee "$RESULTS_MD"
 }
@@ -455,6 +539,9 @@ main() {
             run_proxy "$rep"
         fi
     done
+    if ((QUERY_STUDIES > 0)); then
+        run_queries
+    fi
     summarize
     log "results in $RESULTS_MD, logs and configs under $RUN_ROOT"
 }

@@ -47,9 +47,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 debug="${CARGO_TARGET_DIR:-target}/debug"
 echo "==> smoke: fault trials and benchmark on the debug build"
 cargo build --workspace --bins --locked
-export BENCH_SKIP_BUILD=1 SIMGATE_BIN="$debug/simgate" SIMGATE_GEN_BIN="$debug/simgate-gen"
+export BENCH_SKIP_BUILD=1 SIMGATE_BIN="$debug/simgate" SIMGATE_GEN_BIN="$debug/simgate-gen" SIMGATE_SEED_BIN="$debug/simgate-seed"
 TRIALS=2 TRIALS_DIR="${CARGO_TARGET_DIR:-target}/smoke/fault-trials" scripts/fault-trials.sh
-BENCH_REPS=1 BENCH_MODES=1 BENCH_DIR="${CARGO_TARGET_DIR:-target}/smoke" scripts/bench.sh >/dev/null
+BENCH_REPS=1 BENCH_MODES=1 BENCH_QUERY_STUDIES=300 BENCH_DIR="${CARGO_TARGET_DIR:-target}/smoke" scripts/bench.sh >/dev/null
 ABUSE_SECONDS=3 ABUSE_DIR="${CARGO_TARGET_DIR:-target}/smoke/abuse" scripts/abuse.sh >/dev/null
 FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
 echo "==> cargo test"

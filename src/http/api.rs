@@ -213,7 +213,9 @@ pub async fn list_studies(
             let pages = total.div_ceil(per).max(1);
             let page = asked.min(pages);
             if page != asked {
-                rows = db.study_page(&query, sort, descending, (page - 1) * per, Some(per))?.0;
+                rows = db
+                    .study_page(&query, sort, descending, (page - 1) * per, Some(per))?
+                    .0;
             }
             Ok((rows, total, page, per))
         })

@@ -440,7 +440,9 @@ fn study_row(r: &Row<'_>) -> rusqlite::Result<StudyRow> {
 impl Db<'_> {
     /// Received studies with their verdicts, oldest waiting first.
     pub fn studies(&self, query: &StudyQuery) -> Result<Vec<StudyRow>, StoreError> {
-        Ok(self.study_page(query, StudySort::Waiting, false, 0, None)?.0)
+        Ok(self
+            .study_page(query, StudySort::Waiting, false, 0, None)?
+            .0)
     }
 
     /// The studies `query` matches in `sort` order, `limit` of them (all: `None`) from
@@ -459,8 +461,13 @@ impl Db<'_> {
         let (filter, args) = page_filter(query);
         // With a status the verdicts drive the search (their status index); without one every
         // study is listed, judged or not.
-        let join = if query.status.is_some() { "JOIN" } else { "LEFT JOIN" };
-        let from = format!("FROM studies s {join} study_verdicts v USING (study_instance_uid) {filter}");
+        let join = if query.status.is_some() {
+            "JOIN"
+        } else {
+            "LEFT JOIN"
+        };
+        let from =
+            format!("FROM studies s {join} study_verdicts v USING (study_instance_uid) {filter}");
         let total: i64 = self.conn.query_row(
             &format!("SELECT count(*) {from}"),
             rusqlite::params_from_iter(&args),
