@@ -46,7 +46,9 @@ impl Forwarder {
             let destination = name.clone();
             let items = match self
                 .index
-                .execute(move |db| db.take_due(&destination, &crate::clock::now_rfc3339(), BATCH))
+                .execute_relaxed(move |db| {
+                    db.take_due(&destination, &crate::clock::now_rfc3339(), BATCH)
+                })
                 .await
             {
                 Ok(items) => items,
@@ -138,7 +140,7 @@ impl Forwarder {
             let (record, attempt, now) = (item.clone(), attempt.clone(), now.clone());
             match self
                 .index
-                .execute(move |db| db.record_attempt(&record, &attempt, &now))
+                .execute_relaxed(move |db| db.record_attempt(&record, &attempt, &now))
                 .await
             {
                 Ok(()) => {
@@ -169,7 +171,7 @@ impl Forwarder {
         let mut failures = 0u32;
         loop {
             let ids = ids.clone();
-            match self.index.execute(move |db| db.release(&ids)).await {
+            match self.index.execute_relaxed(move |db| db.release(&ids)).await {
                 Ok(()) => return,
                 Err(e) if failures == 0 => {
                     tracing::error!(destination = %self.name, cause = %error_chain(&e), "cannot give forward rows back; trying again");

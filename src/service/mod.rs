@@ -565,8 +565,9 @@ impl Service {
     /// rows of the series: held for the codes it holds on, or pending. Returns what it found.
     pub async fn check_quiet_series(&self) -> Result<Vec<SeriesChecked>, StoreError> {
         let config = Arc::clone(&self.config);
+        // Relaxed: a check lost in a power failure is done again (the series stays due).
         self.index
-            .execute(move |db| {
+            .execute_relaxed(move |db| {
                 let cutoff = crate::clock::rfc3339_before(config.safety.series_quiet_period);
                 let now = crate::clock::now_rfc3339();
                 db.series_due_for_check(&cutoff, SERIES_PER_CHECK)?

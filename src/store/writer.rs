@@ -19,7 +19,16 @@ type Finish = Box<dyn FnOnce(Option<Arc<rusqlite::Error>>) + Send>;
 
 /// A write for the writer thread: runs inside the batch transaction (or learns that none
 /// could be started) and returns how to answer once the transaction has committed.
-type Job = Box<dyn FnOnce(Result<&Db<'_>, Arc<rusqlite::Error>>) -> Finish + Send>;
+type Work = Box<dyn FnOnce(Result<&Db<'_>, Arc<rusqlite::Error>>) -> Finish + Send>;
+
+/// A write and whether its commit must be flushed to disk before it is answered.
+struct Job {
+    work: Work,
+    /// False for writes whose loss in a power failure costs nothing but a repeat (a forward
+    /// outcome: the instance is sent again, as after any crash). A batch of only such jobs
+    /// commits without the WAL sync; the next durable commit flushes them with it.
+    durable: bool,
+}
 
 /// The async side's handle on the writer thread. Cloning it is cheap.
 #[derive(Debug, Clone)]
@@ -43,11 +52,38 @@ impl IndexHandle {
         Ok((IndexHandle { jobs }, thread))
     }
 
-    /// Runs a write on the writer thread; returns its result once it has committed. A job
-    /// that fails undoes only its own writes.
+    /// Runs a write on the writer thread; returns its result once it has committed (and,
+    /// with durability "fsync", been flushed). A job that fails undoes only its own writes.
     pub async fn execute<T, E>(
         &self,
         work: impl FnOnce(&Db<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(work, true).await
+    }
+
+    /// As [`execute`](Self::execute), for a write that may be lost in a power failure (never
+    /// in a process crash: WAL keeps every commit) without harm, because what follows repeats
+    /// it: forward outcomes, rows taken or given back, series checks. A batch of only these
+    /// commits without waiting for the disk.
+    pub async fn execute_relaxed<T, E>(
+        &self,
+        work: impl FnOnce(&Db<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    async fn submit<T, E>(
+        &self,
+        work: impl FnOnce(&Db<'_>) -> Result<T, E> + Send + 'static,
+        durable: bool,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -69,7 +105,10 @@ impl IndexHandle {
             })
         };
         self.jobs
-            .send(Box::new(job))
+            .send(Job {
+                work: Box::new(job),
+                durable,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
@@ -100,6 +139,11 @@ fn with_savepoint<T, E: From<StoreError>>(
 }
 
 fn run(store: Store, mut receiver: mpsc::Receiver<Job>, queue_changed: watch::Sender<u64>) {
+    // FULL (2) with durability "fsync": then a batch of relaxed jobs commits with NORMAL.
+    let full = store
+        .conn
+        .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+        .is_ok_and(|level| level >= 2);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -109,7 +153,15 @@ fn run(store: Store, mut receiver: mpsc::Receiver<Job>, queue_changed: watch::Se
                 Err(_) => break,
             }
         }
-        if run_batch(&store, &mut batch) {
+        let relax = full && !batch.iter().any(|job| job.durable);
+        if relax {
+            let _ = store.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        }
+        let touched = run_batch(&store, &mut batch);
+        if relax {
+            let _ = store.conn.execute_batch("PRAGMA synchronous = FULL");
+        }
+        if touched {
             queue_changed.send_modify(|version| *version += 1);
         }
     }
@@ -123,11 +175,11 @@ fn run_batch(store: &Store, batch: &mut Vec<Job>) -> bool {
         let e = Arc::new(e);
         tracing::error!(cause = %e, jobs = batch.len(), "cannot start an index transaction");
         for job in batch.drain(..) {
-            job(Err(Arc::clone(&e)))(None);
+            (job.work)(Err(Arc::clone(&e)))(None);
         }
         return false;
     }
-    let finishes: Vec<Finish> = batch.drain(..).map(|job| job(Ok(&db))).collect();
+    let finishes: Vec<Finish> = batch.drain(..).map(|job| (job.work)(Ok(&db))).collect();
     match store.conn.execute_batch("COMMIT") {
         Ok(()) => {
             for finish in finishes {
@@ -188,5 +240,46 @@ mod tests {
             instances, 1,
             "the failed job's instance was rolled back, the other kept"
         );
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_batch_commits_and_durable_ones_stay_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("simgate.db");
+        let store = crate::store::open(&path, Durability::Fsync).expect("open");
+        let (queue_changed, _changed) = watch::channel(0);
+        let (index, thread) = IndexHandle::spawn(store, 8, queue_changed).expect("spawn");
+        let during = index
+            .execute_relaxed(|db| {
+                db.record_instance(&instance("1.2.3.4.1", "aa11"))?;
+                Ok::<_, StoreError>(
+                    db.conn
+                        .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?,
+                )
+            })
+            .await
+            .expect("relaxed job");
+        assert_eq!(
+            during, 1,
+            "a relaxed batch commits with synchronous = NORMAL"
+        );
+        let after = index
+            .execute(|db| {
+                Ok::<_, StoreError>(
+                    db.conn
+                        .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?,
+                )
+            })
+            .await
+            .expect("durable job");
+        assert_eq!(after, 2, "then FULL again for durable jobs");
+        drop(index);
+        thread.join().expect("join");
+        let store = crate::store::open_existing(&path).expect("reopen");
+        let instances: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM instances", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(instances, 1, "the relaxed job's write committed");
     }
 }
