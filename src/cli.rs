@@ -112,12 +112,18 @@ pub fn studies(
     let studies = existing_store(config)?.db().studies(&query)?;
     match format {
         Format::Json => {
-            let rows: Vec<serde_json::Value> = studies
+            /// A study row with how long it has waited, as `--json` prints it.
+            #[derive(serde::Serialize)]
+            struct Listed<'a> {
+                #[serde(flatten)]
+                row: &'a crate::store::studies::StudyRow,
+                waiting_seconds: Option<u64>,
+            }
+            let rows: Vec<Listed<'_>> = studies
                 .iter()
-                .map(|s| {
-                    let mut value = serde_json::to_value(s).unwrap_or_default();
-                    value["waiting_seconds"] = s.waiting().map(|d| d.as_secs()).into();
-                    value
+                .map(|row| Listed {
+                    row,
+                    waiting_seconds: row.waiting().map(|d| d.as_secs()),
                 })
                 .collect();
             serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "studies": rows }))?;

@@ -271,8 +271,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use simgate::config::Config;
-    // DICOM values reach the operator's terminal: escaped, never obeyed.
-    let stdout = &mut simgate::output::TerminalWriter::new(std::io::stdout().lock());
+    // DICOM values reach the operator's terminal: escaped, never obeyed. Buffered: serde_json
+    // and the tables write in small pieces, and a locked stdout flushes at every newline.
+    let stdout = &mut simgate::output::TerminalWriter::new(std::io::BufWriter::new(
+        std::io::stdout().lock(),
+    ));
     match cli.command {
         Command::Serve { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -461,6 +464,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             simgate::cli::study(&Config::load(&config)?, &study_instance_uid, json, stdout)?;
         }
     }
+    use std::io::Write;
+    stdout.flush()?;
     Ok(())
 }
 

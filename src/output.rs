@@ -198,6 +198,13 @@ impl<W: std::io::Write> TerminalWriter<W> {
 
 impl<W: std::io::Write> std::io::Write for TerminalWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The common case: whole characters, nothing left over from the last write.
+        if self.pending.is_empty()
+            && let Ok(text) = std::str::from_utf8(buf)
+        {
+            self.put(text)?;
+            return Ok(buf.len());
+        }
         self.pending.extend_from_slice(buf);
         let bytes = std::mem::take(&mut self.pending);
         let mut rest = &bytes[..];
