@@ -18,7 +18,7 @@ fn destination(name: &str, ae: &str, port: u16) -> String {
 /// A gateway forwarding to the given destinations, with quick retries.
 fn gateway(destinations: &str, forward_extra: &str) -> App {
     let config_tail = format!(
-        "[forward]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nidle_release = \"1s\"\n{forward_extra}\n{destinations}"
+        "[forward]\ninitial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\nidle_release = \"2s\"\n{forward_extra}\n{destinations}"
     );
     App::spawn_configured(
         "",

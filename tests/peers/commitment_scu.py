@@ -14,6 +14,7 @@ into simgate's config before simgate starts.
 import argparse
 import json
 import queue
+import threading
 import sys
 
 from pydicom.dataset import Dataset
@@ -84,7 +85,19 @@ def main():
         items.append(item)
     request.ReferencedSOPSequence = items
 
-    handlers = [(evt.EVT_N_EVENT_REPORT, on_report("same"))] if args.mode == "same" else []
+    # The report's handler runs before pynetdicom sends its N-EVENT-REPORT-RSP: releasing as
+    # soon as the report is seen could overtake that answer. Release once it has been sent.
+    answered = threading.Event()
+
+    def on_sent(event):
+        if type(event.message).__name__ == "N_EVENT_REPORT_RSP":
+            answered.set()
+
+    handlers = (
+        [(evt.EVT_N_EVENT_REPORT, on_report("same")), (evt.EVT_DIMSE_SENT, on_sent)]
+        if args.mode == "same"
+        else []
+    )
     assoc = ae.associate("127.0.0.1", args.port, ae_title="SIMGATE", evt_handlers=handlers)
     if not assoc.is_established:
         print(json.dumps({"error": "association not established"}), flush=True)
@@ -102,6 +115,7 @@ def main():
     except queue.Empty:
         report = {"error": "no report"}
     if args.mode == "same" and assoc.is_established:
+        answered.wait(timeout=10)
         assoc.release()
     if server is not None:
         server.shutdown()
