@@ -521,12 +521,30 @@ impl Drop for Mount {
     }
 }
 
-/// A port nobody listens on right now (the kernel's choice), for a peer started later.
+/// A port nobody listens on right now, for a peer started later. Taken below the kernel's
+/// ephemeral range (32768-60999 on Linux), from a counter: a port the kernel hands out for a
+/// `bind(0)` (every simgate's listeners, every client) can then never be the one a test chose
+/// and has not started its peer on yet, and no two calls of one run give the same port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts elsewhere in the range (its PID), so runs side by side differ.
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..(LAST - FIRST) {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = FIRST + port.wrapping_sub(FIRST) % (LAST - FIRST);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{LAST}");
 }
 
 /// DCMTK's storescp in bit-preserving mode (+B): what a store SCU actually sends on the wire.
