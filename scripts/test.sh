@@ -53,4 +53,6 @@ BENCH_REPS=1 BENCH_MODES=1 BENCH_QUERY_STUDIES=300 BENCH_DIR="${CARGO_TARGET_DIR
 ABUSE_SECONDS=3 ABUSE_DIR="${CARGO_TARGET_DIR:-target}/smoke/abuse" scripts/abuse.sh >/dev/null
 FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
 echo "==> cargo test"
-cargo test --workspace --locked -- --test-threads="${SIMGATE_TEST_THREADS:-4}"
+# Two at a time on this 2-core machine: the integration tests run real peers, browsers and
+# gateways, and four at once starved the timing-sensitive ones (60 s peer deadlines).
+cargo test --workspace --locked -- --test-threads="${SIMGATE_TEST_THREADS:-2}"

@@ -46,12 +46,24 @@ fn report(output: &std::process::Output) -> serde_json::Value {
 
 /// The peer's next output line that starts with one of `prefixes` (its log lines skipped).
 fn next_line(lines: &std::sync::mpsc::Receiver<String>, prefixes: &[&str]) -> String {
+    next_line_or(lines, prefixes, || String::new())
+}
+
+/// As [`next_line`]; a timeout also shows `context()` (simgate's log).
+fn next_line_or(
+    lines: &std::sync::mpsc::Receiver<String>,
+    prefixes: &[&str],
+    context: impl Fn() -> String,
+) -> String {
     let start = std::time::Instant::now();
     loop {
         let left = DEADLINE.saturating_sub(start.elapsed());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no line starting with {prefixes:?} from the peer"));
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "no line starting with {prefixes:?} from the peer; simgate's log:\n{}",
+                context()
+            )
+        });
         if prefixes.iter().any(|p| line.starts_with(p)) {
             return line;
         }
@@ -134,7 +146,8 @@ fn the_report_comes_on_a_new_association_when_the_requester_released() {
     let app = App::spawn_configured("", "", &requester_table(listen));
     assert_success(&app.storescu(&paths), "storescu");
     go(&mut child, app.port);
-    let report: serde_json::Value = serde_json::from_str(&next_line(&lines, &["{"])).expect("json");
+    let report: serde_json::Value =
+        serde_json::from_str(&next_line_or(&lines, &["{"], || app.log())).expect("json");
     assert!(child.wait().expect("peer").success(), "{report}");
     assert_eq!(report["association"], "new", "{report}");
     assert_eq!(report["event_type"], 1, "all committed: event type 1");
