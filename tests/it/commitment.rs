@@ -46,7 +46,7 @@ fn report(output: &std::process::Output) -> serde_json::Value {
 
 /// The peer's next output line that starts with one of `prefixes` (its log lines skipped).
 fn next_line(lines: &std::sync::mpsc::Receiver<String>, prefixes: &[&str]) -> String {
-    next_line_or(lines, prefixes, || String::new())
+    next_line_or(lines, prefixes, String::new)
 }
 
 /// As [`next_line`]; a timeout also shows `context()` (simgate's log).
