@@ -1183,40 +1183,15 @@ pub async fn report(
     page("Report", Some(&caller), body).into_response()
 }
 
-fn csv_response(body: Vec<u8>, file_name: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file_name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 pub async fn report_csv(
     State(state): State<AppState>,
     request: Request,
     Query(query): Query<ReportQuery>,
 ) -> Response {
-    if let Err(redirect) = require(&request, "/report") {
-        return redirect.into_response();
-    }
-    let report = match api::report_rows(&state, &query).await {
-        Ok(result) => result,
-        Err(e) => return e.into_response(),
-    };
-    let mut csv = Vec::new();
-    if let Err(e) = crate::output::report_csv(&mut csv, &report.by, &report.rows) {
-        return HttpError::Internal(e.to_string()).into_response();
-    }
-    csv_response(
-        csv,
-        &format!("simgate-report-{}-{}.csv", report.from, report.to),
-    )
+    report_download(&state, &request, &query, "report", |out, report| {
+        crate::output::report_csv(out, &report.by, &report.rows)
+    })
+    .await
 }
 
 pub async fn root_causes_csv(
@@ -1224,21 +1199,45 @@ pub async fn root_causes_csv(
     request: Request,
     Query(query): Query<ReportQuery>,
 ) -> Response {
-    if let Err(redirect) = require(&request, "/report") {
+    report_download(&state, &request, &query, "root-causes", |out, report| {
+        crate::output::root_causes_csv(out, &report.root_causes)
+    })
+    .await
+}
+
+/// A CSV of the report asked for, as a download named after its days.
+async fn report_download(
+    state: &AppState,
+    request: &Request,
+    query: &ReportQuery,
+    name: &str,
+    write: impl FnOnce(&mut Vec<u8>, &api::Report) -> csv::Result<()>,
+) -> Response {
+    if let Err(redirect) = require(request, "/report") {
         return redirect.into_response();
     }
-    let report = match api::report_rows(&state, &query).await {
+    let report = match api::report_rows(state, query).await {
         Ok(result) => result,
         Err(e) => return e.into_response(),
     };
     let mut csv = Vec::new();
-    if let Err(e) = crate::output::root_causes_csv(&mut csv, &report.root_causes) {
+    if let Err(e) = write(&mut csv, &report) {
         return HttpError::Internal(e.to_string()).into_response();
     }
-    csv_response(
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"simgate-{name}-{}-{}.csv\"",
+                    report.from, report.to
+                ),
+            ),
+        ],
         csv,
-        &format!("simgate-root-causes-{}-{}.csv", report.from, report.to),
     )
+        .into_response()
 }
 
 /// What the last queue action did.

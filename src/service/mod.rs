@@ -319,15 +319,7 @@ impl Service {
         )?;
         let study = valid_study_uid(&request.study_instance_uid)?;
         let choice = self.reason_choice(&request.code)?.clone();
-        let note = request.note.trim().to_string();
-        if choice.note_required && note.is_empty() {
-            return Err(ServiceError::NoteRequired {
-                label: choice.label,
-            });
-        }
-        if note.chars().count() > MAX_NOTE_CHARS {
-            return Err(ServiceError::NoteTooLong);
-        }
+        let note = checked_note(&choice, &request.note)?;
         let naming = self.naming();
         let author = author.clone();
         self.index
@@ -377,15 +369,7 @@ impl Service {
             return Err(ServiceError::TooManyStudies(request.studies.len()));
         }
         let choice = self.reason_choice(&request.code)?.clone();
-        let note = request.note.trim().to_string();
-        if choice.note_required && note.is_empty() {
-            return Err(ServiceError::NoteRequired {
-                label: choice.label,
-            });
-        }
-        if note.chars().count() > MAX_NOTE_CHARS {
-            return Err(ServiceError::NoteTooLong);
-        }
+        let note = checked_note(&choice, &request.note)?;
         let mut outcomes = Vec::with_capacity(request.studies.len());
         for chunk in request.studies.chunks(BULK_CHUNK) {
             let (naming, author, choice, note) =
@@ -719,6 +703,20 @@ impl Service {
                 },
             })
     }
+}
+
+/// The note of a reason, trimmed: required for some reasons, never longer than the limit.
+fn checked_note(choice: &ReasonChoice, note: &str) -> Result<String, ServiceError> {
+    let note = note.trim().to_string();
+    if choice.note_required && note.is_empty() {
+        return Err(ServiceError::NoteRequired {
+            label: choice.label.clone(),
+        });
+    }
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(ServiceError::NoteTooLong);
+    }
+    Ok(note)
 }
 
 fn valid_instance_uid(uid: &str) -> Result<String, ServiceError> {

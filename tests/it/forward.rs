@@ -461,3 +461,31 @@ fn a_large_instance_streams_through_with_bounded_memory() {
         size >> 20
     );
 }
+
+#[test]
+fn a_retry_asked_for_wakes_a_forwarder_that_waits_to_probe_again() {
+    // Probes two minutes apart: longer than the test waits, so only the retry can wake it.
+    let port = free_port();
+    let app = gateway(
+        &destination("tps", "TPS", port),
+        "probe_interval = \"120s\"",
+    );
+    let mut spec = StudySpec::planning_ct(3, 306);
+    spec.with_rt_objects = false;
+    let (_dir, study) = generate(&spec);
+    assert_success(
+        &app.storescu(&paths(&study)),
+        "storescu while the TPS is down",
+    );
+    app.wait_for_log("probing with C-ECHO");
+    let tps = Storescp::start_on("TPS", port, &[]);
+    let retry = app.cli(&["queue", "retry", "--study", &study.study_instance_uid]);
+    assert_success(&retry, "simgate queue retry");
+    tps.wait_for(3);
+    wait_queue(&app, "tps", "drain", |q| drained(q, 3));
+    assert!(
+        app.log().contains("retry asked for: trying now"),
+        "{}",
+        app.log()
+    );
+}
