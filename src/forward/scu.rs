@@ -27,6 +27,7 @@ use crate::dicom::transfer_syntax::{
 };
 use crate::dicom::uid::trim_uid;
 use crate::store::queue::QueueItem;
+use dicom_dictionary_std::uids;
 
 /// One stored instance to send: what the C-STORE-RQ names and where its bytes are.
 #[derive(Debug, Clone, Copy)]
@@ -383,23 +384,9 @@ impl Scu {
             .connection_timeout(self.settings.connect_timeout)
             .read_timeout(self.settings.response_timeout)
             .write_timeout(self.settings.response_timeout);
-        // Each (SOP class, transfer syntax) seen in the queue exactly as stored, the most
-        // recent first; then, per class, both little endian syntaxes, used only when the
-        // destination refuses the stored one (a conversion, recorded on the queue row).
-        let mut proposed = BTreeSet::new();
-        for (sop_class, ts) in known.iter().rev().take(MAX_EXACT_CONTEXTS) {
-            options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
-            proposed.insert((sop_class.clone(), ts.clone()));
-        }
-        let classes: BTreeSet<&String> = proposed.iter().map(|(class, _)| class).collect();
-        for class in classes {
-            options = options.with_presentation_context(
-                class.clone(),
-                vec![
-                    EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
-                    IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
-                ],
-            );
+        let (contexts, proposed) = proposal(known);
+        for (sop_class, syntaxes) in contexts {
+            options = options.with_presentation_context(sop_class, syntaxes);
         }
         let proposed_count = proposed.len();
         tracing::debug!(destination = %d.name, proposed = proposed_count, "requesting association");
@@ -460,6 +447,59 @@ pub async fn establish(
         }),
     }
 }
+
+/// The presentation contexts to propose, and the (class, syntax) pairs among them proposed
+/// exactly. Each pair seen in the queue exactly as stored, the most recent first; then the
+/// classes of a planning study ([`PLANNING_CLASSES`]) in both little endian syntaxes, one context
+/// each, so the RT objects that follow a CT series go out on the same association instead of
+/// one new association per new class; then, per known class, both little endian syntaxes in
+/// one context, used only when the destination refuses the stored one (a conversion, recorded
+/// on the queue row). At most [`MAX_CONTEXTS`] in all.
+fn proposal(
+    known: &[(String, String)],
+) -> (Vec<(String, Vec<String>)>, BTreeSet<(String, String)>) {
+    let mut contexts = Vec::new();
+    let mut proposed = BTreeSet::new();
+    for (sop_class, ts) in known.iter().rev().take(MAX_EXACT_CONTEXTS) {
+        contexts.push((sop_class.clone(), vec![ts.clone()]));
+        proposed.insert((sop_class.clone(), ts.clone()));
+    }
+    let classes: BTreeSet<String> = proposed.iter().map(|(class, _)| class.clone()).collect();
+    let fallbacks = classes.len();
+    for class in PLANNING_CLASSES {
+        for ts in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN] {
+            let pair = (class.to_string(), ts.to_string());
+            if contexts.len() + fallbacks < MAX_CONTEXTS && !proposed.contains(&pair) {
+                contexts.push((pair.0.clone(), vec![pair.1.clone()]));
+                proposed.insert(pair);
+            }
+        }
+    }
+    for class in classes {
+        contexts.push((
+            class,
+            vec![
+                EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
+                IMPLICIT_VR_LITTLE_ENDIAN.to_string(),
+            ],
+        ));
+    }
+    (contexts, proposed)
+}
+
+/// What a CT simulator sends with a planning study, after the images: proposed on every
+/// association besides what the queue holds.
+const PLANNING_CLASSES: [&str; 6] = [
+    uids::CT_IMAGE_STORAGE,
+    uids::RT_STRUCTURE_SET_STORAGE,
+    uids::RT_PLAN_STORAGE,
+    uids::RT_DOSE_STORAGE,
+    uids::RT_IMAGE_STORAGE,
+    uids::SPATIAL_REGISTRATION_STORAGE,
+];
+
+/// PS3.8: at most 128 presentation contexts on one association (odd ids 1 to 255).
+const MAX_CONTEXTS: usize = 128;
 
 /// At most this many (class, syntax) pairs are proposed exactly on one association; each also
 /// brings one little endian fallback context per class, within PS3.8's 128 contexts.
@@ -768,6 +808,56 @@ pub async fn receive_response<L: Link>(
                 return Err(ForwardError::Timeout(timeout));
             }
             Err(e) => return Err(ForwardError::Network(Box::new(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(class: &str, ts: &str) -> (String, String) {
+        (class.to_string(), ts.to_string())
+    }
+
+    #[test]
+    fn a_planning_study_needs_one_association_and_the_stored_syntax_stays_exact() {
+        // A CT series stored as JPEG Lossless is known; RT objects have not been seen yet.
+        let jpeg = "1.2.840.10008.1.2.4.70";
+        let (contexts, proposed) = proposal(&[pair(uids::CT_IMAGE_STORAGE, jpeg)]);
+        for class in PLANNING_CLASSES {
+            for ts in [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN] {
+                assert!(proposed.contains(&pair(class, ts)), "{class} {ts}");
+                assert!(contexts.contains(&(class.to_string(), vec![ts.to_string()])));
+            }
+        }
+        assert!(contexts.contains(&(uids::CT_IMAGE_STORAGE.to_string(), vec![jpeg.to_string()])));
+        // One context of two syntaxes, the conversion fallback, for the known class only.
+        let mixed: Vec<_> = contexts.iter().filter(|(_, ts)| ts.len() > 1).collect();
+        assert_eq!(mixed.len(), 1);
+        assert_eq!(mixed[0].0, uids::CT_IMAGE_STORAGE);
+        assert_eq!(contexts.len(), 1 + 2 * PLANNING_CLASSES.len() + 1);
+    }
+
+    #[test]
+    fn never_more_than_128_contexts() {
+        let known: Vec<_> = (0..200)
+            .map(|i| pair(&format!("1.2.3.{i}"), EXPLICIT_VR_LITTLE_ENDIAN))
+            .collect();
+        let (contexts, proposed) = proposal(&known);
+        assert!(contexts.len() <= MAX_CONTEXTS, "{}", contexts.len());
+        // The most recent pairs are the ones proposed.
+        assert!(proposed.contains(&pair("1.2.3.199", EXPLICIT_VR_LITTLE_ENDIAN)));
+        assert!(!proposed.contains(&pair("1.2.3.0", EXPLICIT_VR_LITTLE_ENDIAN)));
+        for (class, _) in &contexts {
+            assert!(
+                contexts
+                    .iter()
+                    .filter(|(c, ts)| c == class && ts.len() == 1)
+                    .count()
+                    >= 1,
+                "{class} has a fallback without an exact context"
+            );
         }
     }
 }
