@@ -455,9 +455,7 @@ pub async fn establish(
 /// one new association per new class; then, per known class, both little endian syntaxes in
 /// one context, used only when the destination refuses the stored one (a conversion, recorded
 /// on the queue row). At most [`MAX_CONTEXTS`] in all.
-fn proposal(
-    known: &[(String, String)],
-) -> (Vec<(String, Vec<String>)>, BTreeSet<(String, String)>) {
+fn proposal(known: &[(String, String)]) -> (Vec<Context>, BTreeSet<(String, String)>) {
     let mut contexts = Vec::new();
     let mut proposed = BTreeSet::new();
     for (sop_class, ts) in known.iter().rev().take(MAX_EXACT_CONTEXTS) {
@@ -486,6 +484,9 @@ fn proposal(
     }
     (contexts, proposed)
 }
+
+/// An abstract syntax and the transfer syntaxes proposed with it.
+type Context = (String, Vec<String>);
 
 /// What a CT simulator sends with a planning study, after the images: proposed on every
 /// association besides what the queue holds.
