@@ -11,9 +11,11 @@
 # Usage: scripts/bench.sh
 # Environment (all optional):
 #   BENCH_REPS=3                       repetitions per target and mode; medians are reported
-#   BENCH_TARGETS="simgate-fsync simgate-os storescp"
+#   BENCH_TARGETS="simgate-fsync simgate-os storescp storescp-ignore orthanc"
 #                                      also baseline-fsync baseline-os: SIMGATE_BASELINE_BIN (an
-#                                      older build) in the same alternation, for before/after
+#                                      older build) in the same alternation, for before/after;
+#                                      orthanc is skipped, with one log line, when the Orthanc
+#                                      binary is not installed (Debian package orthanc)
 #   SIMGATE_BASELINE_BIN               the simgate binary of the baseline-* targets
 #   BENCH_MODES="1 4"                  numbers of storescu processes sending at once
 #   BENCH_DIR=target                   where bench-data/, bench-run/ and bench-results.md go
@@ -25,7 +27,7 @@
 #                                      (seeded once with simgate-seed, 20 instances each; 0: skip)
 #   SIMGATE_SEED_BIN                   the seeder (default: .../release/simgate-seed)
 # Targets: simgate-fsync simgate-os baseline-fsync baseline-os storescp (to disk, no fsync)
-# storescp-ignore (receives and discards: the protocol ceiling).
+# storescp-ignore (receives and discards: the protocol ceiling) orthanc (Orthanc, fsync per file).
 set -euo pipefail
 # Decimal points and numeric sorting as the awk and printf calls below expect them.
 export LC_ALL=C
@@ -33,7 +35,8 @@ export LC_ALL=C
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 readonly REPS="${BENCH_REPS:-3}"
-readonly TARGETS="${BENCH_TARGETS:-simgate-fsync simgate-os storescp storescp-ignore}"
+# Not readonly: main drops orthanc when Orthanc is not installed.
+TARGETS="${BENCH_TARGETS:-simgate-fsync simgate-os storescp storescp-ignore orthanc}"
 readonly MODES="${BENCH_MODES:-1 4}"
 readonly SEND_TIMEOUT="${BENCH_SEND_TIMEOUT:-900}"
 BENCH_DIR="$(mkdir -p "${BENCH_DIR:-target}" && cd "${BENCH_DIR:-target}" && pwd)"
@@ -288,6 +291,55 @@ run_storescp() { # rep senders [ignore]
     finish_leg "$received"
 }
 
+# Orthanc as a plain process (not the Debian service) on a configuration generated per leg: its
+# own storage and index under the leg, the chosen port, HTTP off, no Lua, no plugins.
+# "SyncStorageArea": true is Orthanc's fsync after each file written (its default since 1.7.4),
+# the setting the issue's reference figure was measured with: compare this row with
+# simgate-fsync. Any calling AE may echo and store and the called AE is not checked, so
+# storescu's CTSIM need not be declared. DicomThreadsCount (DICOM operations served at once, 4
+# by default) is at least one per sender, so the 4-association legs do not queue behind it.
+# StableAge: no study turns stable during a leg. ConcurrentJobs is left at its default.
+run_orthanc() { # rep senders
+    local rep=$1 senders=$2
+    local leg_dir="$RUN_ROOT/orthanc-x$senders-r$rep"
+    local storage="$leg_dir/storage" index="$leg_dir/index"
+    mkdir -p "$storage" "$index"
+    local port
+    port=$(free_port)
+    cat >"$leg_dir/orthanc.json" <<EOF
+{
+  "Name": "simgate-bench",
+  "StorageDirectory": "$storage",
+  "IndexDirectory": "$index",
+  "StorageCompression": false,
+  "SyncStorageArea": true,
+  "HttpServerEnabled": false,
+  "DicomServerEnabled": true,
+  "DicomAet": "ORTHANC",
+  "DicomPort": $port,
+  "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowEcho": true,
+  "DicomAlwaysAllowStore": true,
+  "DicomThreadsCount": $((senders > 4 ? senders : 4)),
+  "StableAge": 3600,
+  "LuaScripts": [],
+  "Plugins": []
+}
+EOF
+    TCP_NODELAY=1 Orthanc "$leg_dir/orthanc.json" >"$leg_dir/orthanc.log" 2>&1 &
+    SERVER_PID=$!
+    wait_for_echo ORTHANC "$port" "$SERVER_PID" "$leg_dir/orthanc.log"
+
+    send_all ORTHANC "$port" "$senders" "$leg_dir"
+    # Orthanc answers each C-STORE once the file is written and indexed; it keeps one file per
+    # instance (no compression), so the storage can be counted like the others.
+    stop_server "$SERVER_PID" "Orthanc ($leg_dir/orthanc.log)"
+    expect_received "$storage" '*' "Orthanc's storage ($storage)"
+    record orthanc "$senders" "$rep" "$LAST_SECONDS" 0
+    finish_leg "$storage"
+    finish_leg "$index"
+}
+
 # Store-and-forward: simgate (fsync) forwarding to a storescp sink while the upload arrives.
 # Measures the upload time, the lag from the end of the upload to the last instance accepted
 # by the sink (simgate's queue shows it sent), and the end-to-end rate.
@@ -387,7 +439,8 @@ run_leg() { # target rep senders
     baseline-os) run_simgate os "$2" "$3" baseline "$SIMGATE_BASELINE_BIN" ;;
     storescp) run_storescp "$2" "$3" ;;
     storescp-ignore) run_storescp "$2" "$3" ignore ;;
-    *) die "unknown target $1 (known: simgate-fsync simgate-os baseline-fsync baseline-os storescp storescp-ignore)" ;;
+    orthanc) run_orthanc "$2" "$3" ;;
+    *) die "unknown target $1 (known: simgate-fsync simgate-os baseline-fsync baseline-os storescp storescp-ignore orthanc)" ;;
     esac
 }
 
@@ -396,6 +449,13 @@ run_leg() { # target rep senders
 dcmtk_version() {
     local text
     text=$(storescu --version 2>&1)
+    echo "${text%%$'\n'*}"
+}
+
+# The first line of `Orthanc --version` ("Orthanc 1.10.1"), read whole for the same reason.
+orthanc_version() {
+    local text
+    text=$(Orthanc --version 2>&1)
     echo "${text%%$'\n'*}"
 }
 
@@ -419,6 +479,7 @@ target_label() {
     baseline-os) echo 'baseline simgate, durability "os"' ;;
     storescp) echo 'DCMTK storescp --fork (no fsync)' ;;
     storescp-ignore) echo 'DCMTK storescp --fork --ignore (protocol ceiling)' ;;
+    orthanc) echo 'Orthanc, SyncStorageArea (fsync)' ;;
     esac
 }
 
@@ -432,6 +493,9 @@ summarize() {
         echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr)"
         echo "- filesystem of the receivers: $(df -T "$RUN_ROOT" | awk 'NR == 2 { print $2 " on " $1 }')"
         echo "- DCMTK: $dcmtk_version"
+        if [[ " $TARGETS " == *" orthanc "* ]]; then
+            echo "- Orthanc: $(orthanc_version), SQLite index, no plugins, no compression"
+        fi
         echo "- workload: $EXPECTED_FILES CT slices 512x512, $((DATA_BYTES / 1000000)) MB, Explicit VR LE, loopback, TCP_NODELAY=1"
         echo "- $REPS repetitions per row, targets alternating; median wall-clock time around storescu; MB = 10^6 bytes"
         echo
@@ -461,7 +525,7 @@ summarize() {
                 else
                     ceiling_ratio=$(awk -v r="$ceiling" -v s="$seconds" 'BEGIN { printf "%.2fx", r / s }')
                 fi
-                if [[ $target == storescp* ]]; then
+                if [[ $target == storescp* || $target == orthanc ]]; then
                     rss="—"
                 else
                     rss="$(($(max_rss_kb "$target" "$senders") / 1024)) MiB"
@@ -521,6 +585,16 @@ main() {
     if [[ " $TARGETS " == *" baseline-"* ]]; then
         [[ -x $SIMGATE_BASELINE_BIN ]] || die "baseline targets need SIMGATE_BASELINE_BIN (got ${SIMGATE_BASELINE_BIN:-nothing})"
     fi
+    # Orthanc is optional and never installed by this script: without it, its row is left out.
+    if [[ " $TARGETS " == *" orthanc "* ]] && ! command -v Orthanc >/dev/null; then
+        log "Orthanc is not installed (no Orthanc on PATH; Debian package orthanc): skipping the orthanc target"
+        local kept="" t
+        for t in $TARGETS; do
+            [[ $t == orthanc ]] || kept+="${kept:+ }$t"
+        done
+        TARGETS=$kept
+    fi
+    readonly TARGETS
     ensure_data
     log "$(dcmtk_version); $(nproc) CPUs; ${#FILES[@]} files, $DATA_BYTES bytes"
 
