@@ -126,7 +126,13 @@ pub fn studies(
                     waiting_seconds: row.waiting().map(|d| d.as_secs()),
                 })
                 .collect();
-            serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "studies": rows }))?;
+            #[derive(serde::Serialize)]
+            struct Listing<'a> {
+                studies: Vec<Listed<'a>>,
+            }
+            // Straight from the rows, without a JSON tree in between, and to the terminal in
+            // one piece (its escaping looks at each write).
+            out.write_all(&serde_json::to_vec_pretty(&Listing { studies: rows })?)?;
             writeln!(out)?;
         }
         Format::Csv => {

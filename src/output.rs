@@ -184,6 +184,13 @@ impl<W: std::io::Write> TerminalWriter<W> {
     }
 
     fn put(&mut self, text: &str) -> std::io::Result<()> {
+        // Printable ASCII and newlines (nearly all output) pass as they are.
+        if text
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || b == b'\n')
+        {
+            return self.inner.write_all(text.as_bytes());
+        }
         let mut start = 0;
         for (at, c) in text.char_indices() {
             if c != '\n' && is_dangerous(c) {

@@ -480,6 +480,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_series_counts_its_instances_through_resends_and_moves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            super::super::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        let db = store.db();
+        for (sop, hash) in [
+            ("1.2.3.4.1", "aa11"),
+            ("1.2.3.4.2", "aa12"),
+            ("1.2.3.4.3", "aa13"),
+        ] {
+            db.record_instance(&instance(sop, hash)).expect("record");
+        }
+        // Identical and changed re-sends do not count twice.
+        db.record_instance(&instance("1.2.3.4.1", "aa11"))
+            .expect("record");
+        db.record_instance(&instance("1.2.3.4.2", "bb12"))
+            .expect("record");
+        // A re-send filed under another series of the study moves its count.
+        let mut moved = instance("1.2.3.4.3", "cc13");
+        moved.header.series_instance_uid = "1.2.3.5".into();
+        db.record_instance(&moved).expect("record");
+        let counted = |series: &str| -> (i64, i64) {
+            store
+                .conn
+                .query_row(
+                    "SELECT instance_count,
+                            (SELECT count(*) FROM instances WHERE series_instance_uid = ?1)
+                     FROM series WHERE series_instance_uid = ?1",
+                    [series],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("series")
+        };
+        assert_eq!(counted("1.2.3.4"), (2, 2));
+        assert_eq!(counted("1.2.3.5"), (1, 1));
+        let (rows, _) = db
+            .study_page(
+                &crate::store::studies::StudyQuery::default(),
+                crate::store::studies::StudySort::Waiting,
+                false,
+                0,
+                None,
+            )
+            .expect("page");
+        assert_eq!(rows[0].instance_count, 3);
+        assert_eq!(rows[0].series_count, 2);
+    }
+
+    #[test]
     fn a_code_arriving_with_a_later_instance_of_a_known_series_is_new_evidence() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =

@@ -63,7 +63,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_safety",
         include_str!("../../migrations/0009_safety.sql"),
     ),
+    (
+        "0010_instance_counts",
+        include_str!("../../migrations/0010_instance_counts.sql"),
+    ),
 ];
+
+/// How much of the database a reader maps (SQLite's own limit is about 2 GiB).
+const READER_MMAP_BYTES: i64 = 1 << 30;
 
 /// How long a connection waits for another one's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -239,6 +246,13 @@ impl ReadPool {
         // A reader that tried to write would be a bug: SQLite refuses it on this connection.
         conn.pragma_update(None, "query_only", "ON")
             .map_err(open_error)?;
+        // Readers map the database instead of copying each page out of the OS cache with a
+        // read call (a third of a whole-list query's time on a 1.2 GB index), and share those
+        // pages with every other reader and the CLI. Readers only: the writer's pages, and so
+        // what is acknowledged, go through ordinary writes. An I/O error on a mapped page
+        // would end the process instead of failing one query.
+        conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
+            .map_err(open_error)?;
         Ok(conn)
     }
 
@@ -308,14 +322,14 @@ fn split_list(text: Option<String>) -> Vec<String> {
 
 /// Text values as a JSON array, for `json_each` in SQL (no serde_json here: JSON is the
 /// edge's business, and strings need only these escapes).
-fn json_array(values: &[String]) -> String {
+fn json_array(values: &[impl AsRef<str>]) -> String {
     let mut json = String::from("[");
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }
         json.push('"');
-        for c in value.chars() {
+        for c in value.as_ref().chars() {
             match c {
                 '"' => json.push_str("\\\""),
                 '\\' => json.push_str("\\\\"),

@@ -378,25 +378,26 @@ fn hcpcs(status: Option<StudyStatus>) -> &'static str {
     status.map(StudyStatus::hcpcs).unwrap_or("")
 }
 
-const STUDY_ROWS_SQL: &str = "
+/// The columns of a [`StudyRow`], over `studies s`, `study_verdicts v` and `study_reasons r`.
+const STUDY_COLUMNS_SQL: &str = "
     SELECT s.study_instance_uid, v.status, s.patient_id, s.patient_name, s.study_date,
            s.study_description,
            (SELECT group_concat(DISTINCT station_name) FROM series
              WHERE study_instance_uid = s.study_instance_uid AND station_name <> ''),
-           (SELECT group_concat(series_description, char(31)) FROM (SELECT series_description FROM series
-             WHERE study_instance_uid = s.study_instance_uid
-             ORDER BY series_number IS NULL, series_number, first_received_at)),
-           (SELECT count(*) FROM series WHERE study_instance_uid = s.study_instance_uid),
-           (SELECT count(*) FROM instances i JOIN series se USING (series_instance_uid)
-             WHERE se.study_instance_uid = s.study_instance_uid),
+           (SELECT group_concat(series_description, char(31)
+                     ORDER BY series_number IS NULL, series_number, first_received_at)
+              FROM series WHERE study_instance_uid = s.study_instance_uid),
+           s.series_count, s.instance_count,
            s.first_received_at, s.last_received_at, v.needs_reason_since,
            coalesce(v.rt_planning, 0), coalesce(v.suggested_reason, ''),
            r.reason_code, r.documented_by, r.documented_at,
            (SELECT count(*) FROM safety_findings f WHERE f.study_instance_uid = s.study_instance_uid),
            (SELECT count(DISTINCT sop_instance_uid) FROM forward_queue q
              WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held'),
-           s.accession_number, r.note
-    FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
+           s.accession_number, r.note";
+
+/// A study's latest documented reason, joined as `r`.
+const LATEST_REASON_SQL: &str = "
     LEFT JOIN study_reasons r ON r.id = (SELECT max(id) FROM study_reasons
                                          WHERE study_instance_uid = s.study_instance_uid)";
 
@@ -466,36 +467,82 @@ impl Db<'_> {
         } else {
             "LEFT JOIN"
         };
-        let from =
-            format!("FROM studies s {join} study_verdicts v USING (study_instance_uid) {filter}");
-        let total: i64 = self.conn.query_row(
-            &format!("SELECT count(*) {from}"),
-            rusqlite::params_from_iter(&args),
-            |r| r.get(0),
-        )?;
         let direction = if descending { "DESC" } else { "ASC" };
+        let order = format!(
+            "ORDER BY {key} {direction}, s.study_instance_uid {direction}",
+            key = sort.order_by()
+        );
+        let verdicts = format!("studies s {join} study_verdicts v USING (study_instance_uid)");
+        let Some(limit) = limit else {
+            // The whole list: one pass, the columns computed for every row anyway.
+            let rows: Vec<StudyRow> = self
+                .conn
+                .prepare(&format!(
+                    "{STUDY_COLUMNS_SQL} FROM {verdicts} {LATEST_REASON_SQL} {filter} {order}"
+                ))?
+                .query_map(rusqlite::params_from_iter(&args), study_row)?
+                .skip(offset)
+                .collect::<Result<_, _>>()?;
+            let uids: Vec<&str> = rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
+            let mut items = self.verdict_items_of(&super::json_array(&uids))?;
+            let total = offset + rows.len();
+            let studies = rows
+                .into_iter()
+                .map(|mut row| {
+                    if let Some(items) = items.remove(&row.study_instance_uid) {
+                        row.items = items;
+                    }
+                    row
+                })
+                .collect();
+            return Ok((studies, total));
+        };
+        let from = format!("FROM {verdicts} {filter}");
         let mut page_args = args.clone();
-        page_args.push(Value::Integer(limit.map_or(-1, |l| l as i64)));
+        page_args.push(Value::Integer(limit as i64));
         page_args.push(Value::Integer(offset as i64));
-        let uids: Vec<String> = self
+        let (uids, rowids): (Vec<String>, Vec<i64>) = self
             .conn
             .prepare(&format!(
-                "SELECT s.study_instance_uid {from}
-                 ORDER BY {key} {direction}, s.study_instance_uid {direction}
-                 LIMIT ?{l} OFFSET ?{o}",
-                key = sort.order_by(),
+                "SELECT s.study_instance_uid, s.rowid {from} {order} LIMIT ?{l} OFFSET ?{o}",
                 l = page_args.len() - 1,
                 o = page_args.len(),
             ))?
-            .query_map(rusqlite::params_from_iter(&page_args), |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+            .query_map(rusqlite::params_from_iter(&page_args), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        // A page that starts at the top and is not full is the whole list: no count needed.
+        let total = if offset == 0 && uids.len() < limit {
+            uids.len() as i64
+        } else {
+            self.conn.query_row(
+                &format!("SELECT count(*) {from}"),
+                rusqlite::params_from_iter(&args),
+                |r| r.get(0),
+            )?
+        };
         let list = super::json_array(&uids);
+        // The rows of the page by rowid: one table lookup each instead of the UID's index and
+        // then the table (studies are never deleted and the index is never vacuumed, so a
+        // study's rowid does not change between the two steps).
+        let rowid_list = format!(
+            "[{}]",
+            rowids
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         let mut rows: HashMap<String, StudyRow> = self
             .conn
             .prepare(&format!(
-                "{STUDY_ROWS_SQL} WHERE s.study_instance_uid IN (SELECT value FROM json_each(?1))"
+                "{STUDY_COLUMNS_SQL} FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
+                 {LATEST_REASON_SQL} WHERE s.rowid IN (SELECT value FROM json_each(?1))"
             ))?
-            .query_map([&list], study_row)?
+            .query_map([&rowid_list], study_row)?
             .map(|row| row.map(|r| (r.study_instance_uid.clone(), r)))
             .collect::<Result<_, _>>()?;
         let mut items = self.verdict_items_of(&list)?;
@@ -517,7 +564,11 @@ impl Db<'_> {
         let conn = self.conn;
         let row = conn
             .query_row(
-                &format!("{STUDY_ROWS_SQL} WHERE s.study_instance_uid = ?1"),
+                &format!(
+                    "{STUDY_COLUMNS_SQL}
+                     FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
+                     {LATEST_REASON_SQL} WHERE s.study_instance_uid = ?1"
+                ),
                 [study],
                 study_row,
             )
