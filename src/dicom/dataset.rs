@@ -62,12 +62,12 @@ pub fn encode(
     Ok(out)
 }
 
-/// An element's text, trimmed of padding; empty when absent or not text.
+/// An element's text, trimmed of padding; empty when absent or not text. (`get`, not
+/// `element_opt`: the latter builds an error, with a backtrace when `RUST_BACKTRACE` is set,
+/// for every absent attribute.)
 pub fn text(object: &InMemDicomObject, tag: Tag) -> String {
     object
-        .element_opt(tag)
-        .ok()
-        .flatten()
+        .get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| {
             s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
@@ -93,9 +93,7 @@ pub fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> InMemElement {
 /// The items of a sequence element; empty when absent.
 pub fn items(object: &InMemDicomObject, tag: Tag) -> Vec<InMemDicomObject> {
     object
-        .element_opt(tag)
-        .ok()
-        .flatten()
+        .get(tag)
         .and_then(|e| e.items().map(<[InMemDicomObject]>::to_vec))
         .unwrap_or_default()
 }

@@ -189,26 +189,19 @@ impl InstanceHeader {
 
 fn multi_text(object: &InMemDicomObject, tag: Tag) -> Vec<String> {
     object
-        .element_opt(tag)
-        .ok()
-        .flatten()
+        .get(tag)
         .and_then(|e| e.to_multi_str().ok())
         .map(|values| values.iter().map(|v| v.trim().to_string()).collect())
         .unwrap_or_default()
 }
 
 fn integer(object: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    object.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
+    object.get(tag)?.to_int::<i64>().ok()
 }
 
 /// A multi-valued decimal attribute with exactly `N` finite values.
 fn floats<const N: usize>(object: &InMemDicomObject, tag: Tag) -> Option<[f64; N]> {
-    let values = object
-        .element_opt(tag)
-        .ok()
-        .flatten()?
-        .to_multi_float64()
-        .ok()?;
+    let values = object.get(tag)?.to_multi_float64().ok()?;
     let values: [f64; N] = values.as_slice().try_into().ok()?;
     values.iter().all(|v| v.is_finite()).then_some(values)
 }
@@ -269,9 +262,7 @@ fn frame_of_reference(object: &InMemDicomObject) -> String {
         return own;
     }
     object
-        .element_opt(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
-        .ok()
-        .flatten()
+        .get(tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
         .and_then(|e| e.items())
         .and_then(|items| items.first())
         .map(|item| text(item, tags::FRAME_OF_REFERENCE_UID))
@@ -281,7 +272,7 @@ fn frame_of_reference(object: &InMemDicomObject) -> String {
 /// Looks for the respiratory attributes at the top level and inside sequences (functional
 /// groups), a few levels deep.
 fn has_respiratory_attributes(object: &InMemDicomObject, depth: usize) -> bool {
-    let present = |tag| object.element_opt(tag).ok().flatten().is_some();
+    let present = |tag| object.get(tag).is_some();
     if present(tags::RESPIRATORY_MOTION_COMPENSATION_TECHNIQUE)
         || present(tags::NOMINAL_PERCENTAGE_OF_RESPIRATORY_PHASE)
     {
@@ -296,12 +287,7 @@ fn has_respiratory_attributes(object: &InMemDicomObject, depth: usize) -> bool {
 }
 
 fn codes(object: &InMemDicomObject, tag: Tag) -> Vec<CodeItem> {
-    let Some(items) = object
-        .element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.items())
-    else {
+    let Some(items) = object.get(tag).and_then(|e| e.items()) else {
         return Vec::new();
     };
     items

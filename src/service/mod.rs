@@ -881,8 +881,9 @@ pub struct SeriesChecked {
 }
 
 /// Checks one quiet series, compares the study's phases when it is one, records both, and
-/// settles the queue rows of every series whose findings may have changed.
-fn check_series(
+/// settles the queue rows of every series whose findings may have changed. Public for the
+/// query benchmark's seeder, which checks its series as the gateway would.
+pub fn check_series(
     db: &Db<'_>,
     config: &Config,
     series: &str,

@@ -41,11 +41,13 @@ const CHUNK: u64 = 200;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
+    // Seeded planning CTs have 10 slices: a minimum of 10 keeps them clean.
     let config_text = format!(
-        "[listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\n[storage]\ndir = {:?}\n",
+        "[listener]\nae_title = \"SIMGATE\"\nbind = \"127.0.0.1:0\"\n[storage]\ndir = {:?}\n\
+         [safety]\nmin_planning_slices = 10\n",
         args.dir.display().to_string()
     );
-    let config = Config::parse(&config_text, &args.dir.join("seed.toml"))?;
+    let config = Arc::new(Config::parse(&config_text, &args.dir.join("seed.toml"))?);
     let store = store::open(&config.storage.database_path(), Durability::Os)?;
     let naming = simgate::service::rules::load(&config.naming, &store.db())?;
     let naming = Arc::new(naming);
@@ -57,7 +59,8 @@ fn main() -> anyhow::Result<()> {
         let mut next = 0;
         while next < args.studies {
             let end = (next + CHUNK).min(args.studies);
-            let (naming, per, needs, documented) = (
+            let (config, naming, per, needs, documented) = (
+                Arc::clone(&config),
                 Arc::clone(&naming),
                 args.instances_per_study,
                 args.needs_reason_every,
@@ -66,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             index
                 .execute(move |db| {
                     for n in next..end {
-                        seed_study(db, &naming, n, per, needs, documented)?;
+                        seed_study(db, &config, &naming, n, per, needs, documented)?;
                     }
                     Ok::<_, StoreError>(())
                 })
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
 
 fn seed_study(
     db: &simgate::store::Db<'_>,
+    config: &Config,
     naming: &simgate::naming::Naming,
     n: u64,
     instances: u64,
@@ -153,5 +157,10 @@ fn seed_study(
     let (facts, series_uids) = db.study_facts(&study)?;
     let verdict = naming.evaluate(&facts);
     db.record_verdict(&study, &verdict, &series_uids, "seeded", &received_at)?;
+    // Each series checked as the gateway checks it once quiet, so a gateway started on the
+    // seeded index has no backlog of checks running beside the queries measured.
+    for series in &series_uids {
+        simgate::service::check_series(db, config, series, &received_at)?;
+    }
     Ok(())
 }
