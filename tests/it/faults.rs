@@ -322,6 +322,38 @@ fn an_orphaned_spool_file_is_indexed_and_forwarded_at_start() {
 }
 
 #[test]
+fn a_file_cut_short_under_its_final_name_is_quarantined_and_the_resend_is_stored() {
+    // A file under its final name whose content is cut short (copied in half, or written by
+    // a file system that lost its tail), with no index row: it must neither be indexed nor
+    // stand in for the instance when the sender sends it again.
+    let source = App::spawn();
+    let (_dir, study) = generate(&ct(1, 451));
+    assert_success(&source.storescu(&paths(&study)), "storescu");
+    let spooled: Vec<PathBuf> = crate::support::files_below(&source.data_dir().join("spool"));
+    assert_eq!(spooled.len(), 1);
+    let bytes = std::fs::read(&spooled[0]).expect("stored file");
+
+    let mut app = App::spawn();
+    app.signal("TERM");
+    assert!(app.wait_exit().success());
+    let relative = spooled[0]
+        .strip_prefix(source.data_dir())
+        .expect("under the source's storage");
+    let cut = app.data_dir().join(relative);
+    std::fs::create_dir_all(cut.parent().expect("shard")).expect("shard");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("cut copy");
+    app.start();
+    let line = app.wait_for_log("spool reconciled");
+    assert!(line.contains("quarantined=1"), "{line}");
+    assert!(line.contains("indexed=0"), "{line}");
+    assert!(!cut.exists(), "the cut file left its final name");
+    // The sender, never answered, sends again: stored whole under that name.
+    assert_success(&app.storescu(&paths(&study)), "the re-send");
+    assert_eq!(instances_of(&app, &study.study_instance_uid), 1);
+    assert_eq!(std::fs::read(&cut).expect("stored again"), bytes);
+}
+
+#[test]
 fn healthz_answers_within_two_seconds_when_the_storage_is_frozen() {
     let Some(fs) = Mount::ext4(64) else {
         return;
