@@ -81,7 +81,7 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
     if forwarders.is_empty() {
         return Ok(());
     }
-    let stopped = run_apart(forwarders).map_err(StartError::Thread)?;
+    let stopped = run_apart(forwarders).await.map_err(StartError::Thread)?;
     shared.tracker.spawn(async move {
         let _ = stopped.await;
     });
@@ -89,20 +89,37 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
 }
 
 /// Runs the forwarders on their own runtime and threads, each thread at a lower priority;
-/// the receiver says when all have stopped.
-fn run_apart(
+/// the receiver says when all have stopped. The runtime is built, and dropped, on its own
+/// thread (a runtime cannot be dropped on an async one).
+async fn run_apart(
     forwarders: Vec<worker::Forwarder>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (ready, started) = tokio::sync::oneshot::channel();
     let (done, stopped) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(FORWARD_WORKERS)
-        .thread_name("forward")
-        .on_thread_start(lower_priority)
-        .enable_all()
-        .build()?;
+    // Absolute, from this thread's: a thread a niced one starts inherits its nice value, and
+    // adding to that would push the blocking pool's threads to 19.
+    let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0)
+        + FORWARD_NICE;
     std::thread::Builder::new()
         .name("forward".into())
         .spawn(move || {
+            lower_priority(nice);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(FORWARD_WORKERS)
+                .thread_name("forward")
+                .on_thread_start(move || lower_priority(nice))
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(runtime) => {
+                    let _ = ready.send(Ok(()));
+                    runtime
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
             runtime.block_on(async move {
                 let mut running = tokio::task::JoinSet::new();
                 for forwarder in forwarders {
@@ -112,18 +129,21 @@ fn run_apart(
             });
             let _ = done.send(());
         })?;
-    Ok(stopped)
+    match started.await {
+        Ok(Ok(())) => Ok(stopped),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("the forwarding thread ended at once")),
+    }
 }
 
 /// Worker threads of the forwarding runtime (sending is mostly waiting on the network).
 const FORWARD_WORKERS: usize = 2;
 
-/// Lowers the calling thread's scheduling priority by [`FORWARD_NICE`] (Linux: a nice value
-/// is per thread). Without it forwarding still works, at the receivers' priority.
-fn lower_priority() {
+/// Sets the calling thread's nice value (Linux: a nice value is per thread). Without it
+/// forwarding still works, at the receivers' priority.
+fn lower_priority(nice: i32) {
     let thread = rustix::thread::gettid();
-    let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), current + FORWARD_NICE) {
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), nice) {
         tracing::debug!(cause = %e, "cannot lower the priority of a forwarding thread");
     }
 }

@@ -130,8 +130,9 @@ pub fn check_reserve(context: &ReceiveContext) -> Option<(Status, String)> {
 /// Data set bytes are collected up to this much before they are written: a typical image
 /// (a 512x512 CT slice is 526 KB) reaches the disk in one write with the commit, one hand-off
 /// to the blocking pool instead of one per PDV. Larger instances are written in pieces of this
-/// size while the rest arrives, so an association holds at most about twice this (one piece
-/// collecting, one being written) besides its PDU buffer, whatever the instance size.
+/// size (plus the PDV that completes one) while the rest arrives, so an association holds at
+/// most two such pieces (one collecting, one being written) besides its PDU buffer, whatever
+/// the instance size.
 const WRITE_PIECE: usize = 1 << 20;
 
 /// A Data PDV up to this size is hashed on the association's task as it arrives (about 60 µs
@@ -223,9 +224,17 @@ impl InstanceReceiver {
                 }
             }
         };
-        if self.piece.is_empty() && data.len() >= WRITE_PIECE {
-            self.piece = data;
+        if self.piece.is_empty() {
+            if data.len() >= WRITE_PIECE {
+                self.piece = data;
+            } else {
+                // Room for the piece and the PDV that completes it (PDVs of an instance are
+                // mostly one size), so it is not grown by doubling.
+                self.piece = Vec::with_capacity(WRITE_PIECE + data.len());
+                self.piece.extend_from_slice(&data);
+            }
         } else {
+            self.piece.reserve_exact(data.len());
             self.piece.extend_from_slice(&data);
         }
         if self.piece.len() >= WRITE_PIECE

@@ -526,6 +526,18 @@ pub(crate) mod tests {
             .expect("page");
         assert_eq!(rows[0].instance_count, 3);
         assert_eq!(rows[0].series_count, 2);
+        // Past the end of the whole list: no rows, and still the true total.
+        let (rows, total) = db
+            .study_page(
+                &crate::store::studies::StudyQuery::default(),
+                crate::store::studies::StudySort::Waiting,
+                false,
+                5,
+                None,
+            )
+            .expect("page");
+        assert!(rows.is_empty());
+        assert_eq!(total, 1);
     }
 
     #[test]

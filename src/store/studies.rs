@@ -475,17 +475,17 @@ impl Db<'_> {
         let verdicts = format!("studies s {join} study_verdicts v USING (study_instance_uid)");
         let Some(limit) = limit else {
             // The whole list: one pass, the columns computed for every row anyway.
-            let rows: Vec<StudyRow> = self
+            let rows = self
                 .conn
                 .prepare(&format!(
                     "{STUDY_COLUMNS_SQL} FROM {verdicts} {LATEST_REASON_SQL} {filter} {order}"
                 ))?
                 .query_map(rusqlite::params_from_iter(&args), study_row)?
-                .skip(offset)
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
+            let total = rows.len();
+            let rows: Vec<StudyRow> = rows.into_iter().skip(offset).collect();
             let uids: Vec<&str> = rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
             let mut items = self.verdict_items_of(&super::json_array(&uids))?;
-            let total = offset + rows.len();
             let studies = rows
                 .into_iter()
                 .map(|mut row| {
