@@ -302,7 +302,8 @@ pub async fn run(
     .await;
 
     tracing::info!(
-        associations = tracker.len(),
+        // Associations and the background tasks (forwarding, checks, retention) together.
+        tasks = tracker.len(),
         deadline_s = config.listener.shutdown_deadline.as_secs(),
         "shutting down: no new associations; finishing the ones in progress"
     );
