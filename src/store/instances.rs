@@ -515,27 +515,22 @@ pub(crate) mod tests {
         };
         assert_eq!(counted("1.2.3.4"), (2, 2));
         assert_eq!(counted("1.2.3.5"), (1, 1));
-        let (rows, _) = db
-            .study_page(
-                &crate::store::studies::StudyQuery::default(),
-                crate::store::studies::StudySort::Waiting,
+        let whole_list_from = |offset| {
+            use crate::store::studies::{StudyQuery, StudySort};
+            db.study_page(
+                &StudyQuery::default(),
+                StudySort::Waiting,
                 false,
-                0,
+                offset,
                 None,
             )
-            .expect("page");
+            .expect("page")
+        };
+        let (rows, _) = whole_list_from(0);
         assert_eq!(rows[0].instance_count, 3);
         assert_eq!(rows[0].series_count, 2);
         // Past the end of the whole list: no rows, and still the true total.
-        let (rows, total) = db
-            .study_page(
-                &crate::store::studies::StudyQuery::default(),
-                crate::store::studies::StudySort::Waiting,
-                false,
-                5,
-                None,
-            )
-            .expect("page");
+        let (rows, total) = whole_list_from(5);
         assert!(rows.is_empty());
         assert_eq!(total, 1);
     }

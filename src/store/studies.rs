@@ -396,6 +396,10 @@ const STUDY_COLUMNS_SQL: &str = "
              WHERE q.study_instance_uid = s.study_instance_uid AND q.state = 'held'),
            s.accession_number, r.note";
 
+/// Every study, judged or not, with its verdict as `v`.
+const STUDIES_WITH_VERDICTS_SQL: &str =
+    "FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)";
+
 /// A study's latest documented reason, joined as `r`.
 const LATEST_REASON_SQL: &str = "
     LEFT JOIN study_reasons r ON r.id = (SELECT max(id) FROM study_reasons
@@ -483,19 +487,8 @@ impl Db<'_> {
                 .query_map(rusqlite::params_from_iter(&args), study_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             let total = rows.len();
-            let rows: Vec<StudyRow> = rows.into_iter().skip(offset).collect();
-            let uids: Vec<&str> = rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
-            let mut items = self.verdict_items_of(&super::json_array(&uids))?;
-            let studies = rows
-                .into_iter()
-                .map(|mut row| {
-                    if let Some(items) = items.remove(&row.study_instance_uid) {
-                        row.items = items;
-                    }
-                    row
-                })
-                .collect();
-            return Ok((studies, total));
+            let rows = rows.into_iter().skip(offset).collect();
+            return Ok((self.with_verdict_items(rows)?, total));
         };
         let from = format!("FROM {verdicts} {filter}");
         let mut page_args = args.clone();
@@ -524,7 +517,6 @@ impl Db<'_> {
                 |r| r.get(0),
             )?
         };
-        let list = super::json_array(&uids);
         // The rows of the page by rowid: one table lookup each instead of the UID's index and
         // then the table (studies are never deleted and the index is never vacuumed, so a
         // study's rowid does not change between the two steps).
@@ -539,24 +531,29 @@ impl Db<'_> {
         let mut rows: HashMap<String, StudyRow> = self
             .conn
             .prepare(&format!(
-                "{STUDY_COLUMNS_SQL} FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
-                 {LATEST_REASON_SQL} WHERE s.rowid IN (SELECT value FROM json_each(?1))"
+                "{STUDY_COLUMNS_SQL} {STUDIES_WITH_VERDICTS_SQL} {LATEST_REASON_SQL}
+                 WHERE s.rowid IN (SELECT value FROM json_each(?1))"
             ))?
             .query_map([&rowid_list], study_row)?
             .map(|row| row.map(|r| (r.study_instance_uid.clone(), r)))
             .collect::<Result<_, _>>()?;
-        let mut items = self.verdict_items_of(&list)?;
-        let studies = uids
-            .iter()
-            .filter_map(|uid| {
-                let mut row = rows.remove(uid)?;
-                if let Some(items) = items.remove(uid) {
+        let in_order = uids.iter().filter_map(|uid| rows.remove(uid)).collect();
+        Ok((self.with_verdict_items(in_order)?, total as usize))
+    }
+
+    /// The rows with their verdicts' findings, suggestions and evidence.
+    fn with_verdict_items(&self, rows: Vec<StudyRow>) -> Result<Vec<StudyRow>, StoreError> {
+        let uids: Vec<&str> = rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
+        let mut items = self.verdict_items_of(&super::json_array(&uids))?;
+        Ok(rows
+            .into_iter()
+            .map(|mut row| {
+                if let Some(items) = items.remove(&row.study_instance_uid) {
                     row.items = items;
                 }
-                Some(row)
+                row
             })
-            .collect();
-        Ok((studies, total as usize))
+            .collect())
     }
 
     /// One study with its series, codes and naming; `None` when no such study is stored.
@@ -565,9 +562,8 @@ impl Db<'_> {
         let row = conn
             .query_row(
                 &format!(
-                    "{STUDY_COLUMNS_SQL}
-                     FROM studies s LEFT JOIN study_verdicts v USING (study_instance_uid)
-                     {LATEST_REASON_SQL} WHERE s.study_instance_uid = ?1"
+                    "{STUDY_COLUMNS_SQL} {STUDIES_WITH_VERDICTS_SQL} {LATEST_REASON_SQL}
+                     WHERE s.study_instance_uid = ?1"
                 ),
                 [study],
                 study_row,

@@ -436,18 +436,62 @@ async fn browser(driver: &Chromedriver, profile: &Path) -> anyhow::Result<Client
         .context("a Chromium session from chromedriver")
 }
 
-#[test]
-fn a_physician_documents_a_reason_in_the_browser() {
-    require_browser();
-    let _ = std::fs::remove_file(screenshot_dir().join("failure.png"));
-    let pki = crate::support::Pki::make();
-    let https = format!(
+/// The config table of a gateway serving HTTPS with the PKI's server certificate, the
+/// physician signed up.
+fn https(pki: &crate::support::Pki) -> String {
+    format!(
         "{}\n[http.tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
         physician_entry(),
         pki.path("server.crt"),
         pki.path("server.key")
-    );
-    let app = App::spawn_full("", "", "ct_simulator_ae_titles = [\"CTSIM\"]", &https);
+    )
+}
+
+/// Runs `steps` in a fresh Chromium that trusts the PKI's CA, against `app`'s HTTPS side
+/// (`steps` gets the client and the base URL). On failure: a screenshot named `failure_png`,
+/// and a panic with the error and the tails of simgate's and chromedriver's logs.
+fn in_browser(
+    app: &App,
+    pki: &crate::support::Pki,
+    failure_png: &str,
+    steps: impl AsyncFnOnce(&Client, &str) -> anyhow::Result<()>,
+) {
+    let _ = std::fs::remove_file(screenshot_dir().join(failure_png));
+    // The profile folder outlives the browser: the driver (declared later) is dropped first.
+    let profile = TempDir::new().expect("profile tempdir");
+    let home = trusting_home(&pki.path("ca.crt"));
+    let driver = Chromedriver::start(app.dir.path(), home.path());
+    let base = format!("https://127.0.0.1:{}", app.http_port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome: anyhow::Result<()> = runtime.block_on(async {
+        let client = browser(&driver, profile.path()).await?;
+        let done = steps(&client, &base).await;
+        if done.is_err() {
+            let _ = save_screenshot(&client, failure_png).await;
+        }
+        let closed = client.close().await.context("closing the browser");
+        done.and(closed)
+    });
+    if let Err(e) = outcome {
+        let log = app.log();
+        let lines: Vec<&str> = log.lines().collect();
+        panic!(
+            "{e:#}\n(screenshot of the failure in {}; simgate log (tail):\n{}\nchromedriver log (tail):\n{})",
+            screenshot_dir().join(failure_png).display(),
+            lines[lines.len().saturating_sub(60)..].join("\n"),
+            driver.log()
+        );
+    }
+}
+
+#[test]
+fn a_physician_documents_a_reason_in_the_browser() {
+    require_browser();
+    let pki = crate::support::Pki::make();
+    let app = App::spawn_full("", "", "ct_simulator_ae_titles = [\"CTSIM\"]", &https(&pki));
     let source = tempfile::tempdir().expect("tempdir");
     let study = synth::write_study(
         &StudySpec::ct_simulator_upload(4, 10, 2, 301),
@@ -458,33 +502,10 @@ fn a_physician_documents_a_reason_in_the_browser() {
     assert_success(&app.storescu(&paths), "storescu");
     let uid = study.study_instance_uid;
 
-    // The profile folder outlives the browser: the driver (declared later) is dropped first.
-    let profile = TempDir::new().expect("profile tempdir");
-    let home = trusting_home(&pki.path("ca.crt"));
-    let driver = Chromedriver::start(app.dir.path(), home.path());
-    let base = format!("https://127.0.0.1:{}", app.http_port);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let mut screenshots = Vec::new();
-    let outcome: anyhow::Result<()> = runtime.block_on(async {
-        let client = browser(&driver, profile.path()).await?;
-        let steps = document_a_reason(&client, &base, &uid, &mut screenshots).await;
-        if steps.is_err() {
-            let _ = save_screenshot(&client, "failure.png").await;
-        }
-        let closed = client.close().await.context("closing the browser");
-        steps.and(closed)
+    in_browser(&app, &pki, "failure.png", async |client, base| {
+        document_a_reason(client, base, &uid, &mut screenshots).await
     });
-    if let Err(e) = outcome {
-        panic!(
-            "{e:#}\n(screenshot of the failure in {}; simgate log:\n{}\nchromedriver log (tail):\n{})",
-            screenshot_dir().join("failure.png").display(),
-            app.log(),
-            driver.log()
-        );
-    }
     assert_eq!(screenshots.len(), 3, "{screenshots:?}");
 }
 
@@ -611,18 +632,12 @@ async fn clear_the_worklist(
 fn sixty_studies_are_cleared_from_the_worklist_in_three_actions() {
     require_browser();
     let pki = crate::support::Pki::make();
-    let https = format!(
-        "{}\n[http.tls]\ncertificate = {:?}\nprivate_key = {:?}\n",
-        physician_entry(),
-        pki.path("server.crt"),
-        pki.path("server.key")
-    );
     // A TPS that is down, so the queue page has something to show.
     let tables = format!(
         "ct_simulator_ae_titles = [\"CTSIM\"]\n[[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"127.0.0.1:{}\"\n",
         free_port()
     );
-    let app = App::spawn_full("", "", &tables, &https);
+    let app = App::spawn_full("", "", &tables, &https(&pki));
     let source = tempfile::tempdir().expect("tempdir");
     let mut paths = Vec::new();
     for seed in 0..60u64 {
@@ -642,37 +657,10 @@ fn sixty_studies_are_cleared_from_the_worklist_in_three_actions() {
         60
     );
 
-    let profile = TempDir::new().expect("profile tempdir");
-    let home = trusting_home(&pki.path("ca.crt"));
-    let driver = Chromedriver::start(app.dir.path(), home.path());
-    let base = format!("https://127.0.0.1:{}", app.http_port);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let mut shots = Vec::new();
-    let outcome: anyhow::Result<()> = runtime.block_on(async {
-        let client = browser(&driver, profile.path()).await?;
-        let steps = clear_the_worklist(&client, &base, &mut shots).await;
-        if steps.is_err() {
-            let _ = save_screenshot(&client, "failure-monday.png").await;
-        }
-        let closed = client.close().await.context("closing the browser");
-        steps.and(closed)
+    in_browser(&app, &pki, "failure-monday.png", async |client, base| {
+        clear_the_worklist(client, base, &mut shots).await
     });
-    if let Err(e) = outcome {
-        panic!(
-            "{e:#}\n(screenshot in {}; simgate log (tail):\n{}\nchromedriver log (tail):\n{})",
-            screenshot_dir().join("failure-monday.png").display(),
-            app.log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            driver.log()
-        );
-    }
     assert_eq!(shots.len(), 10, "{shots:?}");
     assert_eq!(app.count("SELECT count(*) FROM study_reasons"), 60);
     assert_eq!(
