@@ -168,6 +168,28 @@ fn a_planning_study_reaches_the_tps_byte_identical_and_in_order() {
         (1..=200).collect::<Vec<_>>(),
         "slices arrived out of order"
     );
+    // Forwarding, its blocking threads included, ran below the receiving side's priority.
+    let nice_of = |name: &str| -> Vec<i64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", app.pid())).expect("tasks");
+        tasks
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                // Field 19, counted after the parenthesised command name.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                (comm.trim() == name).then(|| after_name.split(' ').nth(16)?.parse().ok())?
+            })
+            .collect()
+    };
+    let forwarding = nice_of("forward");
+    assert!(forwarding.len() >= 3, "forwarding threads: {forwarding:?}");
+    assert!(forwarding.iter().all(|n| *n == 10), "{forwarding:?}");
+    let receiving = nice_of("tokio-rt-worker");
+    assert!(
+        !receiving.is_empty() && receiving.iter().all(|n| *n == 0),
+        "{receiving:?}"
+    );
 }
 
 #[test]
