@@ -216,6 +216,7 @@ pub async fn run(
     })
     .await?;
     tracker.spawn(measure_free_space(Arc::clone(&spool), shutdown.clone()));
+    tracker.spawn(flush_index(index.clone(), shutdown.clone()));
     tracker.spawn(retention::run(
         Arc::clone(&spool),
         index.clone(),
@@ -341,6 +342,33 @@ async fn measure_free_space(spool: Arc<Spool>, shutdown: CancellationToken) {
                 tracing::error!(cause = %error_chain(&e), "cannot measure free space");
             }
             _ => {}
+        }
+    }
+}
+
+/// How often relaxed index commits (instances recorded, forward outcomes) are made durable.
+const INDEX_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bounds what a power failure can take from the index to the last second: syncs the WAL
+/// when a relaxed commit happened since the last sync (nothing when idle), and once more at
+/// shutdown.
+async fn flush_index(index: IndexHandle, shutdown: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(INDEX_FLUSH_EVERY) => false,
+        };
+        match index.flush().await {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::error!(cause = %error_chain(&e), "cannot flush the index to disk");
+            }
+            Err(_) => {}
+        }
+        if stopping {
+            return;
         }
     }
 }

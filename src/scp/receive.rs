@@ -395,10 +395,19 @@ impl InstanceReceiver {
                 sop_instance_uid = %self.request.affected_sop_instance_uid,
                 "re-sent instance with different content replaced the stored one"
             );
-            let spool = Arc::clone(&self.context.spool);
-            let old = old_file_path.clone();
-            if let Err(e) = run_blocking(move || spool.remove(&old)).await {
-                tracing::warn!(cause = %error_chain(&e), "replaced file could not be removed");
+            // The index must say "replaced" on disk before the old file goes: else a power
+            // failure could leave a row pointing at nothing.
+            match self.context.service.flush_index().await {
+                Ok(_) => {
+                    let spool = Arc::clone(&self.context.spool);
+                    let old = old_file_path.clone();
+                    if let Err(e) = run_blocking(move || spool.remove(&old)).await {
+                        tracing::warn!(cause = %error_chain(&e), "replaced file could not be removed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %error_chain(&e), "replaced file left in place: the index could not be flushed (the start-up reconciliation removes it)")
+                }
             }
         }
         self.context.metrics.store_latency(received_at.elapsed());

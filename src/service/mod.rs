@@ -294,6 +294,12 @@ impl Service {
     /// Records a stored instance, its identity findings, its study's verdict when it brings
     /// new evidence, and its queue rows (held where a finding says so), in one savepoint: an
     /// acknowledged instance can never miss either.
+    ///
+    /// The commit is relaxed (it does not wait for the disk): the spool file, flushed before
+    /// this is called, is the durable record of the instance, and a row a power failure takes
+    /// back (at most the last second's, see [`IndexHandle::flush`]) is written again from it
+    /// by the start-up reconciliation. Acting on a replacement outside the index (removing
+    /// the old file) waits for a flush.
     pub async fn record_instance(
         &self,
         instance: IndexedInstance,
@@ -301,8 +307,15 @@ impl Service {
         let naming = self.naming();
         let config = Arc::clone(&self.config);
         self.index
-            .execute(move |db| record_instance(db, &naming, &config.destinations, &instance))
+            .execute_relaxed(move |db| {
+                record_instance(db, &naming, &config.destinations, &instance)
+            })
             .await
+    }
+
+    /// Returns once every index commit so far is on disk; see [`IndexHandle::flush`].
+    pub async fn flush_index(&self) -> Result<bool, StoreError> {
+        self.index.flush().await
     }
 
     /// Documents the medical reason a study is not named per the standard (append-only),

@@ -107,6 +107,8 @@ pub enum StoreError {
     Commit(#[source] Arc<rusqlite::Error>),
     #[error("the index writer has stopped")]
     WriterGone,
+    #[error("cannot flush the database log to disk")]
+    Flush(#[source] std::io::Error),
     #[error("a database read could not finish")]
     ReadTask(#[source] tokio::task::JoinError),
 }

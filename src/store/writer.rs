@@ -3,6 +3,10 @@
 //! parallel associations share one WAL sync; each job still gets its own outcome, because
 //! each runs in its own savepoint. What a job does is the caller's business (see
 //! `crate::service`); this file only batches, commits and answers.
+//!
+//! Relaxed jobs commit without waiting for the disk (`synchronous = NORMAL`); a flush
+//! ([`IndexHandle::flush`]) makes every commit so far durable by syncing the WAL file, and
+//! the gateway asks for one every second, so a power failure loses at most that much.
 
 use std::sync::Arc;
 use std::thread;
@@ -30,10 +34,17 @@ struct Job {
     durable: bool,
 }
 
+/// What the writer thread is asked to do.
+enum Request {
+    Job(Job),
+    /// Make every commit so far durable; answered with whether the WAL had to be synced.
+    Flush(oneshot::Sender<std::io::Result<bool>>),
+}
+
 /// The async side's handle on the writer thread. Cloning it is cheap.
 #[derive(Debug, Clone)]
 pub struct IndexHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Request>,
 }
 
 impl IndexHandle {
@@ -80,6 +91,22 @@ impl IndexHandle {
         self.submit(work, false).await
     }
 
+    /// Returns once every commit made so far is on disk: syncs the WAL file when a relaxed
+    /// commit has happened since the last durable one (true), else does nothing (false).
+    /// Anything that acts outside the index on a relaxed commit's word (removes a file it
+    /// no longer refers to) flushes first.
+    pub async fn flush(&self) -> Result<bool, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Request::Flush(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Flush)
+    }
+
     async fn submit<T, E>(
         &self,
         work: impl FnOnce(&Db<'_>) -> Result<T, E> + Send + 'static,
@@ -105,10 +132,10 @@ impl IndexHandle {
             })
         };
         self.jobs
-            .send(Job {
+            .send(Request::Job(Job {
                 work: Box::new(job),
                 durable,
-            })
+            }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
@@ -138,32 +165,73 @@ fn with_savepoint<T, E: From<StoreError>>(
     }
 }
 
-fn run(store: Store, mut receiver: mpsc::Receiver<Job>, queue_changed: watch::Sender<u64>) {
+fn run(store: Store, mut receiver: mpsc::Receiver<Request>, queue_changed: watch::Sender<u64>) {
     // FULL (2) with durability "fsync": then a batch of relaxed jobs commits with NORMAL.
     let full = store
         .conn
         .pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
         .is_ok_and(|level| level >= 2);
+    let wal = store
+        .conn
+        .path()
+        .filter(|path| !path.is_empty())
+        .map(|path| std::path::PathBuf::from(format!("{path}-wal")));
+    // A relaxed batch has committed since the WAL was last synced.
+    let mut unflushed = false;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
     while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Job(job) => batch.push(job),
+                Request::Flush(reply) => flushes.push(reply),
+            }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
             }
         }
-        let relax = full && !batch.iter().any(|job| job.durable);
-        if relax {
-            let _ = store.conn.execute_batch("PRAGMA synchronous = NORMAL");
+        if !batch.is_empty() {
+            let relax = full && !batch.iter().any(|job| job.durable);
+            if relax {
+                let _ = store.conn.execute_batch("PRAGMA synchronous = NORMAL");
+            }
+            let touched = run_batch(&store, &mut batch);
+            if relax {
+                let _ = store.conn.execute_batch("PRAGMA synchronous = FULL");
+            }
+            // A FULL commit syncs the WAL, and with it every frame written before.
+            unflushed = relax || (unflushed && !full);
+            if touched {
+                queue_changed.send_modify(|version| *version += 1);
+            }
         }
-        let touched = run_batch(&store, &mut batch);
-        if relax {
-            let _ = store.conn.execute_batch("PRAGMA synchronous = FULL");
+        if !flushes.is_empty() {
+            let synced = match (&wal, unflushed) {
+                (Some(wal), true) => sync_wal(wal).map(|()| true),
+                _ => Ok(false),
+            };
+            if synced.is_ok() {
+                unflushed = false;
+            }
+            for reply in flushes.drain(..) {
+                let _ = reply.send(match &synced {
+                    Ok(synced) => Ok(*synced),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                });
+            }
         }
-        if touched {
-            queue_changed.send_modify(|version| *version += 1);
-        }
+    }
+}
+
+/// Syncs the WAL file through a descriptor of its own: `fdatasync` flushes the file, not the
+/// descriptor, so what SQLite wrote through its own is on disk after it.
+fn sync_wal(wal: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(wal) {
+        Ok(file) => file.sync_data(),
+        // No WAL file: nothing was written since the last checkpoint removed it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -281,5 +349,57 @@ mod tests {
             .query_row("SELECT count(*) FROM instances", [], |r| r.get(0))
             .expect("count");
         assert_eq!(instances, 1, "the relaxed job's write committed");
+    }
+
+    #[tokio::test]
+    async fn a_flush_syncs_the_wal_only_after_a_relaxed_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::open(&dir.path().join("simgate.db"), Durability::Fsync).expect("open");
+        let (queue_changed, _changed) = watch::channel(0);
+        let (index, thread) = IndexHandle::spawn(store, 8, queue_changed).expect("spawn");
+        assert!(
+            !index.flush().await.expect("flush"),
+            "nothing to flush at first"
+        );
+        index
+            .execute_relaxed(|db| db.record_instance(&instance("1.2.3.4.1", "aa11")))
+            .await
+            .expect("relaxed job");
+        assert!(
+            index.flush().await.expect("flush"),
+            "a relaxed commit is synced"
+        );
+        assert!(!index.flush().await.expect("flush"), "and only once");
+        index
+            .execute_relaxed(|db| db.record_instance(&instance("1.2.3.4.2", "bb22")))
+            .await
+            .expect("relaxed job");
+        index
+            .execute(|db| db.record_instance(&instance("1.2.3.4.3", "cc33")))
+            .await
+            .expect("durable job");
+        assert!(
+            !index.flush().await.expect("flush"),
+            "a durable commit synced the relaxed one before it"
+        );
+        drop(index);
+        thread.join().expect("join");
+    }
+
+    #[tokio::test]
+    async fn with_durability_os_a_flush_never_syncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::open(&dir.path().join("simgate.db"), Durability::Os).expect("open");
+        let (queue_changed, _changed) = watch::channel(0);
+        let (index, thread) = IndexHandle::spawn(store, 8, queue_changed).expect("spawn");
+        index
+            .execute_relaxed(|db| db.record_instance(&instance("1.2.3.4.1", "aa11")))
+            .await
+            .expect("relaxed job");
+        assert!(!index.flush().await.expect("flush"));
+        drop(index);
+        thread.join().expect("join");
     }
 }

@@ -322,6 +322,55 @@ fn an_orphaned_spool_file_is_indexed_and_forwarded_at_start() {
 }
 
 #[test]
+fn index_rows_a_power_failure_takes_back_are_written_again_from_the_spool() {
+    // An instance's index row commits without waiting for the disk (its spool file is the
+    // flushed record), so a power failure can take back the last rows. Stronger than that:
+    // the whole index goes back to before the upload, the spool files stay. Every
+    // acknowledged instance must be indexed again at start, queued and delivered.
+    let tps_port = free_port();
+    let mut app = App::spawn_configured("", "", &forwarding(tps_port, ""));
+    app.signal("TERM");
+    assert!(app.wait_exit().success());
+    let database = app.data_dir().join("simgate.db");
+    let before_upload = app.data_dir().join("before-upload.db");
+    std::fs::copy(&database, &before_upload).expect("copy of the index");
+    assert!(
+        !app.data_dir().join("simgate.db-wal").exists(),
+        "a clean stop leaves the whole index in the database file"
+    );
+
+    app.start();
+    let (_dir, study) = generate(&ct(20, 461));
+    // The TPS is down: the rows stay queued, as they would be when the power goes.
+    assert_success(&app.storescu(&paths(&study)), "storescu");
+    assert_eq!(instances_of(&app, &study.study_instance_uid), 20);
+    app.kill9();
+    for log in ["simgate.db-wal", "simgate.db-shm"] {
+        let _ = std::fs::remove_file(app.data_dir().join(log));
+    }
+    std::fs::rename(&before_upload, &database).expect("index as before the upload");
+    assert_eq!(app.count("SELECT count(*) FROM instances"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM forward_queue"), 0);
+
+    let tps = Storescp::start_on("TPS", tps_port, &[]);
+    app.start();
+    let line = app.wait_for_log("spool reconciled");
+    assert!(line.contains("indexed=20"), "{line}");
+    assert!(line.contains("quarantined=0"), "{line}");
+    assert_eq!(instances_of(&app, &study.study_instance_uid), 20);
+    tps.wait_for(20);
+    let delivered = tps.datasets();
+    for file in &study.files {
+        assert_eq!(
+            delivered.get(&file.sop_instance_uid),
+            Some(&crate::support::dataset_bytes(&file.path)),
+            "{} reached the TPS unchanged",
+            file.sop_instance_uid
+        );
+    }
+}
+
+#[test]
 fn a_file_cut_short_under_its_final_name_is_quarantined_and_the_resend_is_stored() {
     // A file under its final name whose content is cut short (copied in half, or written by
     // a file system that lost its tail), with no index row: it must neither be indexed nor
