@@ -513,7 +513,7 @@ pub fn nomenclature_import(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let read = crate::service::rules::read_playbook(file)?;
+    let read = crate::service::rules::read_playbook("the file to import", file)?;
     let (file_name, format, rows, names) = (
         read.file_name.clone(),
         read.playbook.format,

@@ -108,8 +108,36 @@ pub struct Config {
     pub query_retrieve: QueryRetrieveConfig,
     pub safety: SafetyConfig,
     pub http: HttpConfig,
+    pub log: LogConfig,
     /// The file this was read from, for messages.
     pub source: PathBuf,
+}
+
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: a default level and per-module ones, e.g.
+    /// `"info,simgate::forward=debug"`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -437,23 +465,47 @@ impl Config {
     /// Reads and resolves a config file. Relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
+            path: absolute(path),
             source,
         })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let path = &absolute(path);
         let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         })?;
         let base = path
             .parent()
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+            .unwrap_or_else(|| PathBuf::from("/"));
         Resolver { path, base: &base }.resolve(raw)
     }
+}
+
+/// `path` made absolute (from the working folder) with `.` and `..` taken out, without
+/// following links: what an operator reads in errors and in `check-config`.
+pub fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut clean = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 struct Resolver<'a> {
@@ -628,11 +680,7 @@ impl Resolver<'_> {
         if s.dir.as_os_str().is_empty() {
             return Err(self.invalid("storage.dir", "must name a folder"));
         }
-        let dir = if s.dir.is_absolute() {
-            s.dir
-        } else {
-            self.base.join(s.dir)
-        };
+        let dir = self.path_from_base(s.dir);
         let reserve_free_bytes = s
             .reserve_free_bytes
             .parse::<bytesize::ByteSize>()
@@ -872,6 +920,15 @@ impl Resolver<'_> {
                     .map_err(|problem| self.invalid("http.time_zone", problem))?,
             },
         };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(self.invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a log filter ({e}); write e.g. \"info,simgate::forward=debug\"",
+                    raw.log.level
+                ),
+            ));
+        }
         Ok(Config {
             listener,
             storage,
@@ -882,16 +939,18 @@ impl Resolver<'_> {
             query_retrieve,
             safety,
             http,
+            log: LogConfig {
+                format: raw.log.format,
+                level: raw.log.level,
+            },
             source: self.path.to_path_buf(),
         })
     }
 
+    /// A path from the config: relative ones are taken from the config file's folder; the
+    /// result is absolute and clean.
     fn path_from_base(&self, path: PathBuf) -> PathBuf {
-        if path.is_absolute() {
-            path
-        } else {
-            self.base.join(path)
-        }
+        absolute(&self.base.join(path))
     }
 
     fn naming(&self, n: RawNaming) -> Result<NamingConfig, ConfigError> {
@@ -991,6 +1050,25 @@ struct RawConfig {
     safety: RawSafety,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> RawLog {
+        let defaults = LogConfig::default();
+        RawLog {
+            format: defaults.format,
+            level: defaults.level,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1373,6 +1451,27 @@ mod tests {
     fn relative_storage_dir_is_taken_from_the_config_folder() {
         let config = parse("[listener]\n[storage]\ndir = \"spool\"\n").expect("config");
         assert_eq!(config.storage.dir, PathBuf::from("/etc/simgate/spool"));
+        let config = parse("[listener]\n[storage]\ndir = \"../data\"\n").expect("config");
+        assert_eq!(
+            config.storage.dir,
+            PathBuf::from("/etc/data"),
+            "resolved, no .."
+        );
+    }
+
+    #[test]
+    fn a_relative_config_path_resolves_to_absolute_paths() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let config = Config::parse(
+            "[listener]\n[storage]\ndir = \"../data\"\n[naming]\nseries_rules = \"./rules.toml\"\n",
+            Path::new("config/simgate.toml"),
+        )
+        .expect("config");
+        assert_eq!(config.storage.dir, cwd.join("data"));
+        assert_eq!(
+            config.naming.series_rules,
+            Some(cwd.join("config/rules.toml"))
+        );
     }
 
     #[test]

@@ -10,29 +10,40 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "simgate", version, propagate_version = true)]
 struct Cli {
+    /// Configuration file. Default: $SIMGATE_CONFIG, else config/simgate.toml when there is
+    /// one in the working folder (a checkout), else /etc/simgate/simgate.toml (the package).
+    #[arg(long, short, global = true, env = "SIMGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log lines as text (default) or JSON objects; overrides `log.format` of the config.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<simgate::config::LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The configuration file: the one given (flag or `SIMGATE_CONFIG`), else the first that
+/// exists of `config/simgate.toml` and `/etc/simgate/simgate.toml`.
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let checkout = PathBuf::from("config/simgate.toml");
+        if checkout.exists() {
+            checkout
+        } else {
+            PathBuf::from("/etc/simgate/simgate.toml")
+        }
+    })
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (DICOM listener, forwarders, web pages) until SIGTERM or Ctrl-C. SIGHUP
     /// re-reads the allow-lists, reserve_free_bytes and the naming rules.
-    Serve {
-        /// Configuration file (see config/simgate.toml).
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
-    },
+    Serve,
     /// Validate a configuration file and print it fully resolved (defaults filled in).
-    CheckConfig {
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
-    },
+    CheckConfig,
     /// List received studies with their naming status (G9318 conforming, G9319 needs a
     /// reason, G9320 reason documented), oldest waiting first.
     Studies {
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Which studies: needs-reason, reason-documented, conforming, safety (with safety
         /// findings or held instances) or all.
         #[arg(long, default_value = "all")]
@@ -51,8 +62,6 @@ enum Command {
     Study {
         /// Study Instance UID.
         study_instance_uid: String,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -77,8 +86,6 @@ enum Command {
         /// admin). Default: the operating-system user, who must be such a user too.
         #[arg(long)]
         by: Option<String>,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -94,8 +101,6 @@ enum Command {
         /// in the per-study list.
         #[arg(long)]
         state: Option<String>,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -106,8 +111,6 @@ enum Command {
         study: String,
         #[arg(long)]
         destination: String,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
     },
     /// Web users: `simgate user add NAME --role physician` reads the password from standard
     /// input and prints the [[http.users]] entry (with an argon2 hash) to paste into the config.
@@ -131,8 +134,6 @@ enum Command {
         /// (received).
         #[arg(long, default_value = "study")]
         date: String,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
@@ -167,8 +168,6 @@ enum QueueCommand {
         /// Only this destination (a name from [[destinations]]).
         #[arg(long)]
         destination: Option<String>,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
     },
     /// Send instances the safety gate holds (in their arrival order); audited with --why.
     Release {
@@ -197,8 +196,6 @@ struct HeldArgs {
     /// Why (kept in the audit log).
     #[arg(long)]
     why: String,
-    #[arg(long, short, default_value = "config/simgate.toml")]
-    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,25 +203,16 @@ enum NomenclatureCommand {
     /// Import a RadLex Core Playbook CSV or a LOINC/RSNA Radiology Playbook CSV (format
     /// detected from the header). The same file again changes nothing; a newer release of
     /// the same playbook replaces the older.
-    Import {
-        file: PathBuf,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
-    },
+    Import { file: PathBuf },
     /// List the built-in and imported nomenclature sources.
     Sources {
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Judge every stored study again (after an import or a rules change); documented
     /// reasons stay.
-    Recheck {
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
-    },
+    Recheck,
     /// Show the verdict the receiver would give to these values.
     Check {
         #[arg(long, default_value = "")]
@@ -241,8 +229,6 @@ enum NomenclatureCommand {
         /// Calling AE title of the sender.
         #[arg(long)]
         calling_ae_title: Option<String>,
-        #[arg(long, short, default_value = "config/simgate.toml")]
-        config: PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -258,10 +244,13 @@ fn format(json: bool, csv: bool) -> simgate::cli::Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let mut cli = Cli::parse();
+    cli.config = Some(config_path(cli.config.take()));
+    init_logging(cli.log_format, cli.config.as_deref());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`simgate queue | head`): nothing left to say to anyone.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("simgate: {}", simgate::output::escape(&format!("{e:#}")));
             ExitCode::FAILURE
@@ -269,29 +258,63 @@ fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The new user's password: asked twice without echo on a terminal, else one line of
+/// standard input (scripts: `echo "$PASSWORD" | simgate user add NAME`).
+fn read_new_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut password = String::new();
+        stdin.read_line(&mut password)?;
+        return Ok(password.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let first = simgate::output::prompt_hidden(&format!("Password for {name}: "))?;
+    let again = simgate::output::prompt_hidden("The same password again: ")?;
+    if first != again {
+        anyhow::bail!("the two passwords differ; nothing printed");
+    }
+    Ok(first)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     use simgate::config::Config;
+    use std::io::Write;
+    let config = config_path(cli.config);
     // DICOM values reach the operator's terminal: escaped, never obeyed. Buffered: serde_json
     // and the tables write in small pieces, and a locked stdout flushes at every newline.
     let stdout = &mut simgate::output::TerminalWriter::new(std::io::BufWriter::new(
         std::io::stdout().lock(),
     ));
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(simgate::app::serve(config))?;
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig => {
             let resolved = Config::load(&config)?;
             let (names, kinds) = simgate::service::rules::check_files(&resolved.naming)?;
-            println!("# {} is valid; resolved values:", config.display());
-            println!("# built-in standard names: {names}; series kinds: {kinds}");
-            print!("{}", toml::to_string_pretty(&resolved)?);
+            writeln!(
+                stdout,
+                "# {} is valid; resolved values:",
+                resolved.source.display()
+            )?;
+            writeln!(
+                stdout,
+                "# built-in standard names: {names}; series kinds: {kinds}"
+            )?;
+            write!(stdout, "{}", toml::to_string_pretty(&resolved)?)?;
         }
         Command::Studies {
-            config,
             status,
             since,
             json,
@@ -318,13 +341,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
         }
         Command::Nomenclature { command } => match command {
-            NomenclatureCommand::Import { file, config } => {
+            NomenclatureCommand::Import { file } => {
                 simgate::cli::nomenclature_import(&Config::load(&config)?, &file, stdout)?;
             }
-            NomenclatureCommand::Sources { config, json } => {
+            NomenclatureCommand::Sources { json } => {
                 simgate::cli::nomenclature_sources(&Config::load(&config)?, json, stdout)?;
             }
-            NomenclatureCommand::Recheck { config } => {
+            NomenclatureCommand::Recheck => {
                 simgate::cli::nomenclature_recheck(&Config::load(&config)?, stdout)?;
             }
             NomenclatureCommand::Check {
@@ -333,7 +356,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 code,
                 station,
                 calling_ae_title,
-                config,
                 json,
             } => {
                 let input = simgate::cli::CheckInput {
@@ -350,7 +372,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action,
             destination,
             state,
-            config,
             json,
         } => match action {
             None => simgate::cli::queue(
@@ -364,7 +385,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 study,
                 dead,
                 destination,
-                config,
             }) => simgate::cli::queue_retry(
                 &Config::load(&config)?,
                 simgate::service::RetryRequest {
@@ -374,14 +394,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 stdout,
             )?,
-            Some(QueueCommand::Release { held }) => decide_held(held, true, stdout)?,
-            Some(QueueCommand::Reject { held }) => decide_held(held, false, stdout)?,
+            Some(QueueCommand::Release { held }) => decide_held(&config, held, true, stdout)?,
+            Some(QueueCommand::Reject { held }) => decide_held(&config, held, false, stdout)?,
         },
-        Command::Forward {
-            study,
-            destination,
-            config,
-        } => simgate::cli::forward_study(&Config::load(&config)?, &study, &destination, stdout)?,
+        Command::Forward { study, destination } => {
+            simgate::cli::forward_study(&Config::load(&config)?, &study, &destination, stdout)?
+        }
         Command::User {
             command:
                 UserCommand::Add {
@@ -393,22 +411,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !["viewer", "physician", "admin"].contains(&role.as_str()) {
                 anyhow::bail!("--role {role:?}: use viewer, physician or admin");
             }
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password)?;
-            let password = password.trim_end_matches(['\n', '\r']);
+            let password = read_new_password(&name)?;
             if password.chars().count() < 8 {
-                anyhow::bail!(
-                    "the password (read from standard input) must have at least 8 characters"
-                );
+                anyhow::bail!("the password must have at least 8 characters");
             }
-            let hash = simgate::http::auth::hash_secret(password)?;
-            println!(
+            let hash = simgate::http::auth::hash_secret(&password)?;
+            writeln!(
+                stdout,
                 "[[http.users]]\nname = {name:?}\nrole = \"{role}\"\npassword_hash = \"{hash}\""
-            );
+            )?;
             if api_token {
                 let token = simgate::http::auth::random_token();
                 let token_hash = simgate::http::auth::token_digest(&token);
-                println!("api_token_hash = \"{token_hash}\"");
+                writeln!(stdout, "api_token_hash = \"{token_hash}\"")?;
                 eprintln!("API token for {name} (shown once): {token}");
             }
         }
@@ -417,7 +432,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             code,
             note,
             by,
-            config,
             json,
         } => {
             let request = simgate::service::ReasonRequest {
@@ -438,7 +452,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             by,
             date,
-            config,
             json,
             csv,
         } => {
@@ -458,37 +471,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Study {
             study_instance_uid,
-            config,
             json,
         } => {
             simgate::cli::study(&Config::load(&config)?, &study_instance_uid, json, stdout)?;
         }
     }
-    use std::io::Write;
     stdout.flush()?;
     Ok(())
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default (`info`).
-fn init_logging() {
+/// Logs go to standard error, as `log` in the config says (when it can be read; the command
+/// itself reports a config it cannot use); `RUST_LOG` overrides `log.level`, `--log-format`
+/// `log.format`. Under systemd (`JOURNAL_STREAM` set) text lines carry no time: the journal
+/// stamps each line itself.
+fn init_logging(format: Option<simgate::config::LogFormat>, config: Option<&std::path::Path>) {
+    use simgate::config::{Config, LogConfig, LogFormat};
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let settings = config
+        .and_then(|path| Config::load(path).ok())
+        .map(|c| c.log)
+        .unwrap_or_default();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(false);
+    match format.unwrap_or(settings.format) {
+        // JSON escapes every value itself.
+        LogFormat::Json => builder.json().with_writer(std::io::stderr).init(),
         // Values from the network are in log lines: escaped, so none can forge a line or drive
         // the terminal.
-        .with_writer(|| simgate::output::EscapingWriter(std::io::stderr()))
-        .with_ansi(false)
-        .init();
+        LogFormat::Text if journal => builder
+            .without_time()
+            .with_writer(|| simgate::output::EscapingWriter(std::io::stderr()))
+            .init(),
+        LogFormat::Text => builder
+            .with_writer(|| simgate::output::EscapingWriter(std::io::stderr()))
+            .init(),
+    }
 }
 
 fn decide_held(
+    config: &std::path::Path,
     args: HeldArgs,
     release: bool,
     stdout: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     simgate::cli::decide_held(
-        &simgate::config::Config::load(&args.config)?,
+        &simgate::config::Config::load(config)?,
         simgate::store::safety::HoldTarget {
             study_instance_uid: args.study,
             sop_instance_uid: args.instance,

@@ -265,3 +265,24 @@ mod terminal_tests {
         assert_eq!(parsed["name"], "DOE\u{202E}EVIL\u{1b}[2J");
     }
 }
+
+/// Asks on standard error and reads one line from the terminal on standard input without
+/// echoing it (the terminal's echo is restored before returning).
+pub fn prompt_hidden(prompt: &str) -> std::io::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::Write;
+    let stdin = std::io::stdin();
+    let mut stderr = std::io::stderr();
+    write!(stderr, "{prompt}")?;
+    stderr.flush()?;
+    let before = tcgetattr(&stdin)?;
+    let mut quiet = before.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    tcsetattr(&stdin, OptionalActions::Now, &before)?;
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}

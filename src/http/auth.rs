@@ -221,14 +221,15 @@ struct Failures {
 
 #[derive(Debug)]
 pub struct Auth {
-    users: Vec<UserConfig>,
+    /// Replaced as a whole on SIGHUP ([`Auth::replace_users`]).
+    users: std::sync::RwLock<Arc<Vec<UserConfig>>>,
     lifetime: Duration,
     sessions: Mutex<HashMap<String, Session>>,
     passwords: PasswordPool,
     /// An argon2 hash of nothing anyone knows: unknown users are checked against it.
     dummy_hash: String,
-    /// SHA-256 of "name:password" -> (user index, expiry).
-    basic_cache: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
+    /// SHA-256 of "name:password" -> (user name, expiry).
+    basic_cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
@@ -241,7 +242,7 @@ impl Auth {
     pub fn new(users: Vec<UserConfig>, lifetime: Duration) -> Auth {
         let dummy_hash = hash_secret(&random_token()).unwrap_or_default();
         Auth {
-            users,
+            users: std::sync::RwLock::new(Arc::new(users)),
             lifetime,
             sessions: Mutex::new(HashMap::new()),
             passwords: PasswordPool::start(),
@@ -251,8 +252,33 @@ impl Auth {
         }
     }
 
+    fn users(&self) -> Arc<Vec<UserConfig>> {
+        Arc::clone(&self.users.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn open(&self) -> bool {
-        self.users.is_empty()
+        self.users().is_empty()
+    }
+
+    /// Puts a reloaded `[[http.users]]` in force: new users sign in at once; a session
+    /// or cached credential of a user removed, or whose role or password changed, ends.
+    pub fn replace_users(&self, users: Vec<UserConfig>) {
+        let kept = |name: &str, role: Role, old: &[UserConfig]| {
+            let before = old.iter().find(|u| u.name == name);
+            let after = users.iter().find(|u| u.name == name);
+            matches!((before, after), (Some(b), Some(a))
+                if a.role == role && a.password_hash == b.password_hash)
+        };
+        let old = self.users();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, s| kept(&s.name, s.role, &old));
+        self.basic_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
     }
 
     /// Checks a name and password; on success opens a session and returns its id.
@@ -262,10 +288,9 @@ impl Auth {
         password: &str,
         from: Option<IpAddr>,
     ) -> Result<Option<String>, Refusal> {
-        let Some(index) = self.check_password(name, password, from).await? else {
+        let Some(user) = self.check_password(name, password, from).await? else {
             return Ok(None);
         };
-        let user = &self.users[index];
         let id = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -325,55 +350,55 @@ impl Auth {
                 return Ok(None);
             };
             let key: [u8; 32] = Sha256::digest(format!("{name}:{password}").as_bytes()).into();
-            if let Some(index) = self.cached_basic(&key) {
-                return Ok(Some(Caller::of(&self.users[index])));
+            if let Some(user) = self.cached_basic(&key) {
+                return Ok(Some(Caller::of(&user)));
             }
-            let Some(index) = self.check_password(&name, &password, from).await? else {
+            let Some(user) = self.check_password(&name, &password, from).await? else {
                 return Ok(None);
             };
-            self.remember_basic(key, index);
-            return Ok(Some(Caller::of(&self.users[index])));
+            self.remember_basic(key, &user.name);
+            return Ok(Some(Caller::of(&user)));
         }
         if let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) {
             let digest = token_digest(token);
             // Every user is compared, so the time does not say which one matched.
+            let users = self.users();
             let mut found = None;
-            for (index, user) in self.users.iter().enumerate() {
+            for (index, user) in users.iter().enumerate() {
                 let stored = user.api_token_hash.as_deref().unwrap_or("");
                 if constant_time_eq(stored.as_bytes(), digest.as_bytes()) {
                     found = Some(index);
                 }
             }
-            return Ok(found.map(|index| Caller::of(&self.users[index])));
+            return Ok(found.map(|index| Caller::of(&users[index])));
         }
         Ok(self.open().then(Caller::anonymous))
     }
 
-    /// The index of the user whose password this is; throttled and counted like a sign-in.
+    /// The user whose password this is; throttled and counted like a sign-in.
     async fn check_password(
         &self,
         name: &str,
         password: &str,
         from: Option<IpAddr>,
-    ) -> Result<Option<usize>, Refusal> {
+    ) -> Result<Option<UserConfig>, Refusal> {
         let keys: Vec<String> = std::iter::once(format!("user {name}"))
             .chain(from.map(|ip| format!("address {ip}")))
             .collect();
         self.throttled(&keys)?;
-        let index = self.users.iter().position(|u| u.name == name);
+        let user = self.users().iter().find(|u| u.name == name).cloned();
         // An unknown user costs the same check as a wrong password.
-        let hash = index.map_or_else(
-            || self.dummy_hash.clone(),
-            |i| self.users[i].password_hash.clone(),
-        );
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let matched = self.passwords.verify(password.to_string(), hash).await?;
-        match (matched, index) {
-            (true, Some(index)) => {
+        match (matched, user) {
+            (true, Some(user)) => {
                 let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                 for key in &keys {
                     failures.remove(key);
                 }
-                Ok(Some(index))
+                Ok(Some(user))
             }
             _ => {
                 self.record_failure(&keys, name, from);
@@ -433,15 +458,18 @@ impl Auth {
         }
     }
 
-    fn cached_basic(&self, key: &[u8; 32]) -> Option<usize> {
-        let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(index, _)| *index)
+    fn cached_basic(&self, key: &[u8; 32]) -> Option<UserConfig> {
+        let name = {
+            let cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(key)
+                .filter(|(_, expires)| *expires > Instant::now())
+                .map(|(name, _)| name.clone())?
+        };
+        self.users().iter().find(|u| u.name == name).cloned()
     }
 
-    fn remember_basic(&self, key: [u8; 32], index: usize) {
+    fn remember_basic(&self, key: [u8; 32], name: &str) {
         let mut cache = self.basic_cache.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if cache.len() >= BASIC_CACHE_ENTRIES {
@@ -450,7 +478,7 @@ impl Auth {
                 cache.clear();
             }
         }
-        cache.insert(key, (index, now + BASIC_CACHE_LIFETIME));
+        cache.insert(key, (name.to_string(), now + BASIC_CACHE_LIFETIME));
     }
 }
 

@@ -15,8 +15,10 @@ use crate::store::{Db, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesLoadError {
-    #[error("cannot read {path}")]
+    #[error("{key}: cannot read {path}")]
     Read {
+        /// The config key that names the file, or what asked for it.
+        key: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -42,9 +44,10 @@ pub struct PlaybookFile {
 }
 
 /// Reads and parses a RadLex or LOINC/RSNA playbook (or the built-in list).
-pub fn read_playbook(path: &Path) -> Result<PlaybookFile, RulesLoadError> {
+pub fn read_playbook(key: &'static str, path: &Path) -> Result<PlaybookFile, RulesLoadError> {
     let bytes = std::fs::read(path).map_err(|source| RulesLoadError::Read {
-        path: path.to_path_buf(),
+        key,
+        path: crate::config::absolute(path),
         source,
     })?;
     let file_name = path
@@ -66,7 +69,7 @@ const EMBEDDED_SERIES_RULES: &str = include_str!("../../config/nomenclature/seri
 
 fn builtin_playbook(config: &NamingConfig) -> Result<Playbook, RulesLoadError> {
     match &config.builtin_nomenclature {
-        Some(path) => Ok(read_playbook(path)?.playbook),
+        Some(path) => Ok(read_playbook("naming.builtin_nomenclature", path)?.playbook),
         None => Ok(playbook::parse(
             "(built-in standard-names.csv)",
             EMBEDDED_STANDARD_NAMES,
@@ -79,6 +82,7 @@ fn series_rules(config: &NamingConfig) -> Result<SeriesRules, RulesLoadError> {
         Some(path) => (
             path.clone(),
             std::fs::read_to_string(path).map_err(|source| RulesLoadError::Read {
+                key: "naming.series_rules",
                 path: path.clone(),
                 source,
             })?,

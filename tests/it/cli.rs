@@ -77,3 +77,223 @@ fn the_shipped_config_passes_check_config() {
         .expect("run");
     assert_success(&output, "check-config on config/simgate.toml");
 }
+
+fn simgate() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"));
+    command.env_remove("SIMGATE_CONFIG");
+    command
+}
+
+/// A config folder as an installation has it: `etc/simgate.toml`, storage in `../data`.
+fn installed_config(extra: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("etc")).expect("etc");
+    std::fs::write(
+        root.path().join("etc/simgate.toml"),
+        format!("[listener]\n[storage]\ndir = \"../data\"\n{extra}"),
+    )
+    .expect("config");
+    root
+}
+
+#[test]
+fn check_config_prints_absolute_paths_and_finds_the_config_through_simgate_config() {
+    let root = installed_config("");
+    let root_path = root.path().canonicalize().expect("canonical");
+    // A relative --config from the folder above, and the same file through SIMGATE_CONFIG
+    // from anywhere: both print the storage folder resolved, absolute, without "..".
+    let relative = simgate()
+        .current_dir(&root_path)
+        .args(["check-config", "--config", "etc/simgate.toml"])
+        .output()
+        .expect("run");
+    assert_success(&relative, "check-config --config etc/simgate.toml");
+    let through_env = simgate()
+        .current_dir("/")
+        .env("SIMGATE_CONFIG", root_path.join("etc/simgate.toml"))
+        .arg("check-config")
+        .output()
+        .expect("run");
+    assert_success(&through_env, "check-config with SIMGATE_CONFIG");
+    let expected = format!("dir = {:?}", root_path.join("data").display().to_string());
+    for output in [&relative, &through_env] {
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(&expected), "{expected} in:\n{text}");
+        assert!(!text.contains(".."), "{text}");
+        assert!(
+            text.contains(&root_path.join("etc/simgate.toml").display().to_string()),
+            "the file it read, absolute: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_named_by_the_config_is_reported_with_its_key_and_absolute_path() {
+    let root = installed_config("[naming]\nseries_rules = \"rules/series.toml\"\n");
+    let root_path = root.path().canonicalize().expect("canonical");
+    let output = simgate()
+        .current_dir(&root_path)
+        .args(["check-config", "--config", "etc/simgate.toml"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    let path = root_path.join("etc/rules/series.toml");
+    assert!(
+        err.contains("naming.series_rules") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_without_nomenclature_files_uses_the_built_in_ones() {
+    // Copying only simgate.toml elsewhere must work: the shipped lists are compiled in.
+    let root = tempfile::tempdir().expect("tempdir");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/simgate.toml");
+    let copy = root.path().join("simgate.toml");
+    std::fs::copy(shipped, &copy).expect("copy");
+    let output = simgate()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&copy)
+        .output()
+        .expect("run");
+    assert_success(&output, "check-config on a lone copy of the shipped config");
+}
+
+#[test]
+fn a_closed_standard_output_ends_the_command_quietly() {
+    let root = installed_config("");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = simgate()
+        .args(["check-config", "--config"])
+        .arg(root.path().join("etc/simgate.toml"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "nothing said");
+}
+
+#[test]
+fn user_add_on_a_terminal_asks_twice_without_echo() {
+    // `script` gives simgate a terminal; the input comes only once it is waiting, so what
+    // the terminal would echo is what simgate's settings make of it.
+    let typed = "(sleep 1; printf 'correct horse\\n'; sleep 1; printf 'correct horse\\n') | \
+         script -qec 'SIMGATE_CONFIG=/nonexistent {bin} user add alice --role viewer' /dev/null";
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(typed.replace("{bin}", env!("CARGO_BIN_EXE_simgate")))
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("Password for alice:"), "{text}");
+    assert!(text.contains("The same password again:"), "{text}");
+    assert!(text.contains("name = \"alice\""), "{text}");
+    assert!(text.contains("password_hash = \"$argon2id$"), "{text}");
+    assert!(
+        !text.contains("correct horse"),
+        "the password was echoed: {text}"
+    );
+
+    let differing = "(sleep 1; printf 'correct horse\\n'; sleep 1; printf 'wrong horse!\\n') | \
+         script -qec '{bin} user add alice' /dev/null";
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(differing.replace("{bin}", env!("CARGO_BIN_EXE_simgate")))
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("the two passwords differ"), "{text}");
+    assert!(!text.contains("password_hash"), "{text}");
+}
+
+/// Starts `simgate serve` on `config` with `env`, returns its log once the listener is ready.
+fn serve_log(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let log_path = config.with_extension("log");
+    let mut child = simgate()
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .envs(env.iter().copied())
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("serve");
+    let start = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("DICOM listener ready") || start.elapsed() > crate::support::DEADLINE {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn logs_are_json_on_request_untimed_under_systemd_and_filtered_per_module() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("simgate.toml");
+    std::fs::write(
+        &config,
+        "[listener]\nbind = \"127.0.0.1:0\"\n[http]\nbind = \"127.0.0.1:0\"\n[storage]\n\
+         dir = \"data\"\nreserve_free_bytes = \"0 B\"\n\
+         [log]\nlevel = \"warn,simgate::app=info\"\n",
+    )
+    .expect("config");
+
+    let json = serve_log(&config, &["--log-format", "json"], &[]);
+    let ready = json
+        .lines()
+        .find(|l| l.contains("DICOM listener ready"))
+        .unwrap_or_else(|| panic!("no ready line: {json}"));
+    let event: serde_json::Value = serde_json::from_str(ready).expect("a JSON object per line");
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["fields"]["message"], "DICOM listener ready");
+    assert!(event["timestamp"].is_string(), "{event}");
+    assert!(
+        json.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "{json}"
+    );
+    // log.level: simgate::app at info, the HTTP side (simgate::http) only from warn.
+    assert!(!json.contains("HTTP listener ready"), "{json}");
+
+    let config_text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        config_text.replace("warn,simgate::app=info", "info"),
+    )
+    .expect("edit");
+    let journal = serve_log(&config, &[], &[("JOURNAL_STREAM", "8:12345")]);
+    let ready = journal
+        .lines()
+        .find(|l| l.contains("DICOM listener ready"))
+        .unwrap_or_else(|| panic!("no ready line: {journal}"));
+    assert!(
+        ready.starts_with(" INFO") || ready.starts_with("INFO"),
+        "no time first: {ready}"
+    );
+    let plain = serve_log(&config, &[], &[]);
+    let ready = plain
+        .lines()
+        .find(|l| l.contains("DICOM listener ready"))
+        .expect("ready line");
+    assert!(
+        ready.starts_with("20"),
+        "a time first without systemd: {ready}"
+    );
+    assert!(
+        plain.contains("HTTP listener ready"),
+        "at info the HTTP line comes before the DICOM one: {plain}"
+    );
+}
