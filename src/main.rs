@@ -485,7 +485,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// `log.format`. Under systemd (`JOURNAL_STREAM` set) text lines carry no time: the journal
 /// stamps each line itself.
 fn init_logging(format: Option<simgate::config::LogFormat>, config: Option<&std::path::Path>) {
-    use simgate::config::{Config, LogConfig, LogFormat};
+    use simgate::config::{Config, LogFormat};
     use tracing_subscriber::EnvFilter;
     let settings = config
         .and_then(|path| Config::load(path).ok())
