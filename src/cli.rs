@@ -63,7 +63,11 @@ fn write(config: &Config, request: Request, create: bool) -> Result<Response, Cl
     let (index, writer) =
         IndexHandle::spawn(store, 16, watch::channel(0).0).map_err(CliError::Writer)?;
     let (_naming, naming_rules) = watch::channel(Arc::new(naming));
-    let service = Service::new(index, Arc::new(config.clone()), naming_rules);
+    let service = Service::new(
+        index,
+        watch::channel(Arc::new(config.clone())).1,
+        naming_rules,
+    );
     let response = runtime.block_on(control::execute(&service, request));
     drop(service);
     // Every handle is gone: the writer finishes and stops.

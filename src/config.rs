@@ -462,6 +462,25 @@ impl Config {
         }
     }
 
+    /// What SIGHUP puts in force from `next`: this config with `next`'s allow-lists,
+    /// free-space reserve, naming rules, destinations and users; and the keys in which `next`
+    /// still differs from that (they need a restart), dotted (`listener.bind`).
+    pub fn reloaded(&self, next: &Config) -> (Config, Vec<String>) {
+        let mut live = self.clone();
+        live.listener.allowed_calling_ae_titles = next.listener.allowed_calling_ae_titles.clone();
+        live.listener.allowed_peer_addresses = next.listener.allowed_peer_addresses.clone();
+        live.storage.reserve_free_bytes = next.storage.reserve_free_bytes;
+        live.naming = next.naming.clone();
+        live.destinations = next.destinations.clone();
+        live.http.users = next.http.users.clone();
+        let mut restart = Vec::new();
+        match (toml::Value::try_from(&live), toml::Value::try_from(next)) {
+            (Ok(live), Ok(next)) => differing_keys("", &live, &next, &mut restart),
+            _ => restart.push("(the config could not be compared)".into()),
+        }
+        (live, restart)
+    }
+
     /// Reads and resolves a config file. Relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -482,6 +501,28 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("/"));
         Resolver { path, base: &base }.resolve(raw)
+    }
+}
+
+/// The dotted keys under which `a` and `b` differ (tables walked, other values compared).
+fn differing_keys(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => differing_keys(&path, x, y, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
     }
 }
 
@@ -1554,5 +1595,29 @@ mod tests {
         let config =
             parse("[listener]\n[storage]\nreserve_free_bytes = \"2 GiB\"\n").expect("config");
         assert_eq!(config.storage.reserve_free_bytes, 2 * 1024 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_reload_takes_users_destinations_and_rules_and_names_the_rest() {
+        let running = parse("[listener]\nbind = \"127.0.0.1:11112\"\n").expect("config");
+        let next = parse(
+            "[listener]\nbind = \"0.0.0.0:104\"\nallowed_calling_ae_titles = [\"CTSIM\"]\n\
+             [storage]\nreserve_free_bytes = \"2 GiB\"\n\
+             [[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"10.0.0.2:104\"\n\
+             [[http.users]]\nname = \"curie\"\nrole = \"physician\"\npassword_hash = \"$argon2id$v=19$m=1,t=1,p=1$x$y\"\n",
+        )
+        .expect("config");
+        let (live, restart) = running.reloaded(&next);
+        assert_eq!(live.destinations.len(), 1);
+        assert_eq!(live.http.users.len(), 1);
+        assert_eq!(live.listener.allowed_calling_ae_titles.len(), 1);
+        assert_eq!(live.storage.reserve_free_bytes, 2 << 30);
+        assert_eq!(
+            live.listener.bind, running.listener.bind,
+            "kept until a restart"
+        );
+        assert_eq!(restart, vec!["listener.bind".to_string()]);
+        let (_, none) = running.reloaded(&running);
+        assert!(none.is_empty(), "{none:?}");
     }
 }

@@ -168,8 +168,17 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
         "naming rules loaded"
     );
     let (naming_tx, naming) = watch::channel(Arc::new(naming));
+    let (config_tx, config) = watch::channel(config);
     let shutdown = CancellationToken::new();
-    spawn_signal_handlers(config_path, policy_tx, naming_tx, shutdown.clone())?;
+    spawn_signal_handlers(
+        config_path,
+        Reloadable {
+            config: config_tx,
+            policy: policy_tx,
+            naming: naming_tx,
+        },
+        shutdown.clone(),
+    )?;
     run(listeners, config, policy, naming, shutdown).await
 }
 
@@ -177,11 +186,13 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
 /// configured deadline.
 pub async fn run(
     listeners: Listeners,
-    config: Arc<Config>,
+    live_config: watch::Receiver<Arc<Config>>,
     policy: watch::Receiver<Arc<ReloadablePolicy>>,
     naming: watch::Receiver<Arc<Naming>>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    // As it was at start: what only a restart changes is read from here.
+    let config = Arc::clone(&live_config.borrow());
     let metrics = Arc::new(Metrics::default());
     std::fs::create_dir_all(&config.storage.dir).map_err(|source| AppError::Folder {
         path: config.storage.dir.clone(),
@@ -195,7 +206,7 @@ pub async fn run(
     let (queue_changed_tx, queue_changed) = watch::channel(0u64);
     let (index, writer_thread) =
         IndexHandle::spawn(store, INDEX_QUEUE, queue_changed_tx).map_err(AppError::Thread)?;
-    let service = Service::new(index.clone(), Arc::clone(&config), naming);
+    let service = Service::new(index.clone(), live_config, naming);
     reconcile::run(&spool, &index, &service, config.listener.ae_title.as_str()).await?;
     let tracker = TaskTracker::new();
     tracker.spawn(crate::control::serve(
@@ -207,6 +218,7 @@ pub async fn run(
 
     crate::forward::start(crate::forward::Shared {
         config: &config,
+        config_changes: service.config_changes(),
         index: &index,
         queue_changed: &queue_changed,
         shutdown: &shutdown,
@@ -400,10 +412,16 @@ fn load_naming(config: &Config) -> Result<Naming, AppError> {
     Ok(rules::load(&config.naming, &store.db())?)
 }
 
-fn spawn_signal_handlers(
-    config_path: PathBuf,
+/// What SIGHUP replaces.
+struct Reloadable {
+    config: watch::Sender<Arc<Config>>,
     policy: watch::Sender<Arc<ReloadablePolicy>>,
     naming: watch::Sender<Arc<Naming>>,
+}
+
+fn spawn_signal_handlers(
+    config_path: PathBuf,
+    reloadable: Reloadable,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -419,27 +437,9 @@ fn spawn_signal_handlers(
                 _ = hangup.recv() => {
                     // Reading files and SQLite blocks: never on an async worker.
                     let path = Arc::clone(&config_path);
-                    match tokio::task::spawn_blocking(move || reload(&path)).await {
-                        Ok(Some((next_policy, next_naming))) => {
-                            let naming_rules = if next_naming.is_some() { "reloaded" } else { "kept" };
-                            let (reserve_free_bytes, calling, peers) = (
-                                next_policy.reserve_free_bytes,
-                                next_policy.allowed_calling_ae_titles.len(),
-                                next_policy.allowed_peer_addresses.len(),
-                            );
-                            policy.send_replace(next_policy);
-                            if let Some(next_naming) = next_naming {
-                                naming.send_replace(next_naming);
-                            }
-                            // Tests wait for this line: the new values are in force by now.
-                            tracing::info!(
-                                reserve_free_bytes,
-                                allowed_calling_ae_titles = calling,
-                                allowed_peer_addresses = peers,
-                                naming_rules,
-                                "configuration reloaded"
-                            );
-                        }
+                    let current = Arc::clone(&reloadable.config.borrow());
+                    match tokio::task::spawn_blocking(move || reload(&path, &current)).await {
+                        Ok(Some(next)) => apply(&reloadable, next),
                         Ok(None) => {}
                         Err(e) => tracing::error!(cause = %e, "configuration reload failed"),
                     }
@@ -450,27 +450,79 @@ fn spawn_signal_handlers(
     Ok(())
 }
 
-/// Re-reads the config file and the naming rules; only the reloadable keys take effect, the
-/// rest need a restart. `None` when the config cannot be used; the naming rules are `None`
-/// (the previous ones stay) when they cannot be loaded.
-type Reloaded = (Arc<ReloadablePolicy>, Option<Arc<Naming>>);
+/// What a reload read: the config to put in force, the policy and naming rules from it
+/// (`None`: the previous rules stay), and the changed keys that wait for a restart.
+struct Reloaded {
+    config: Config,
+    policy: ReloadablePolicy,
+    naming: Option<Arc<Naming>>,
+    restart: Vec<String>,
+}
 
-fn reload(config_path: &Path) -> Option<Reloaded> {
-    let config = match Config::load(config_path) {
+fn apply(reloadable: &Reloadable, next: Reloaded) {
+    let Reloaded {
+        config,
+        policy,
+        naming,
+        restart,
+    } = next;
+    let naming_rules = if naming.is_some() { "reloaded" } else { "kept" };
+    let (users, destinations) = (config.http.users.len(), config.destinations.len());
+    let (reserve_free_bytes, calling, peers) = (
+        policy.reserve_free_bytes,
+        policy.allowed_calling_ae_titles.len(),
+        policy.allowed_peer_addresses.len(),
+    );
+    reloadable.policy.send_replace(Arc::new(policy));
+    if let Some(naming) = naming {
+        reloadable.naming.send_replace(naming);
+    }
+    // Users (the web side) and destinations (the forwarders) follow this.
+    reloadable.config.send_replace(Arc::new(config));
+    if !restart.is_empty() {
+        tracing::warn!(
+            keys = %restart.join(", "),
+            "configuration changes that take effect only after a restart"
+        );
+    }
+    // Tests wait for this line: the new values are in force by now.
+    tracing::info!(
+        reserve_free_bytes,
+        allowed_calling_ae_titles = calling,
+        allowed_peer_addresses = peers,
+        naming_rules,
+        users,
+        destinations,
+        "configuration reloaded"
+    );
+}
+
+/// Re-reads the config file and the naming rules; only the reloadable keys take effect
+/// ([`Config::reloaded`]), the rest need a restart. `None` when the config cannot be used.
+fn reload(config_path: &Path, current: &Config) -> Option<Reloaded> {
+    let next = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!(cause = %error_chain(&e), "configuration not reloaded; keeping the previous one");
             return None;
         }
     };
-    let policy = config.reloadable_policy();
     // Imported playbooks and edited rules take effect for new evidence from now on.
-    let naming = match load_naming(&config) {
+    let naming = match load_naming(&next) {
         Ok(naming) => Some(Arc::new(naming)),
         Err(e) => {
             tracing::error!(cause = %error_chain(&e), "naming rules not reloaded; keeping the previous ones");
             None
         }
     };
-    Some((Arc::new(policy), naming))
+    let (mut config, restart) = current.reloaded(&next);
+    if naming.is_none() {
+        config.naming = current.naming.clone();
+    }
+    Some(Reloaded {
+        policy: config.reloadable_policy(),
+        config,
+        naming,
+        restart,
+    })
 }

@@ -59,7 +59,7 @@ impl Reporter {
             .reads
             .read(move |db| db.due_commitments(&now, BATCH))
             .await?;
-        let config = Arc::clone(self.service.config());
+        let config = self.service.config();
         for id in due {
             if self.shutdown.is_cancelled() {
                 return Ok(());

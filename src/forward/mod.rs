@@ -14,13 +14,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, DestinationConfig};
 use crate::metrics::Metrics;
 use crate::store::{IndexHandle, StoreError};
 
 /// What every forwarder shares.
 pub struct Shared<'a> {
     pub config: &'a Config,
+    /// The config in force: SIGHUP may add, change or remove destinations.
+    pub config_changes: watch::Receiver<Arc<Config>>,
     pub index: &'a IndexHandle,
     pub queue_changed: &'a watch::Receiver<u64>,
     pub shutdown: &'a CancellationToken,
@@ -48,7 +50,8 @@ const FORWARD_NICE: i32 = 10;
 
 /// Puts rows a previous run left in flight back in the queue, then starts one forwarder per
 /// destination, on a runtime of its own whose threads run at a lower priority
-/// ([`FORWARD_NICE`]); the tracker waits for them to stop.
+/// ([`FORWARD_NICE`]), and follows SIGHUP's changes to the destinations; the tracker waits
+/// for them to stop.
 pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
     let requeued = shared.index.execute(|db| db.requeue_in_flight()).await?;
     if requeued > 0 {
@@ -57,43 +60,147 @@ pub async fn start(shared: Shared<'_>) -> Result<(), StartError> {
             "forward rows left in flight by an earlier run are queued again"
         );
     }
-    let config = shared.config;
-    let mut forwarders = Vec::new();
-    for destination in &config.destinations {
-        tracing::info!(destination = %destination.name, ae_title = %destination.ae_title, address = %destination.address, "forwarding");
-        let forwarder = worker::Forwarder {
-            name: destination.name.clone(),
-            scu: scu::Scu::new(
-                destination.clone(),
-                config.forward.clone(),
-                config.storage.dir.clone(),
-                scu::ClientTls::for_destination(destination)?,
-            ),
-            settings: config.forward.clone(),
-            index: shared.index.clone(),
-            queue_changed: shared.queue_changed.clone(),
-            shutdown: shared.shutdown.clone(),
-            metrics: Arc::clone(shared.metrics),
-            retry_requested: Arc::clone(shared.retry_requested),
-        };
-        forwarders.push(forwarder);
+    let (runtime, stopped) = run_apart(shared.shutdown.clone())
+        .await
+        .map_err(StartError::Thread)?;
+    let mut forwarders = Forwarders {
+        runtime,
+        running: Vec::new(),
+        settings: shared.config.forward.clone(),
+        storage_dir: shared.config.storage.dir.clone(),
+        index: shared.index.clone(),
+        queue_changed: shared.queue_changed.clone(),
+        shutdown: shared.shutdown.clone(),
+        metrics: Arc::clone(shared.metrics),
+        retry_requested: Arc::clone(shared.retry_requested),
+    };
+    for destination in &shared.config.destinations {
+        forwarders.start(destination.clone())?;
     }
-    if forwarders.is_empty() {
-        return Ok(());
-    }
-    let stopped = run_apart(forwarders).await.map_err(StartError::Thread)?;
+    let mut changes = shared.config_changes;
+    let shutdown = shared.shutdown.clone();
     shared.tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let destinations = changes.borrow_and_update().destinations.clone();
+                    forwarders.follow(&destinations).await;
+                }
+            }
+        }
         let _ = stopped.await;
     });
     Ok(())
 }
 
-/// Runs the forwarders on their own runtime and threads, each thread at a lower priority;
-/// the receiver says when all have stopped. The runtime is built, and dropped, on its own
-/// thread (a runtime cannot be dropped on an async one).
+/// The running forwarders, one per destination, on the forwarding runtime.
+struct Forwarders {
+    runtime: tokio::runtime::Handle,
+    running: Vec<Running>,
+    settings: crate::config::ForwardConfig,
+    storage_dir: std::path::PathBuf,
+    index: IndexHandle,
+    queue_changed: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    retry_requested: Arc<tokio::sync::Notify>,
+}
+
+struct Running {
+    destination: DestinationConfig,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarders {
+    fn start(&mut self, destination: DestinationConfig) -> Result<(), StartError> {
+        tracing::info!(destination = %destination.name, ae_title = %destination.ae_title, address = %destination.address, "forwarding");
+        let stop = self.shutdown.child_token();
+        let forwarder = worker::Forwarder {
+            name: destination.name.clone(),
+            scu: scu::Scu::new(
+                destination.clone(),
+                self.settings.clone(),
+                self.storage_dir.clone(),
+                scu::ClientTls::for_destination(&destination)?,
+            ),
+            settings: self.settings.clone(),
+            index: self.index.clone(),
+            queue_changed: self.queue_changed.clone(),
+            shutdown: stop.clone(),
+            metrics: Arc::clone(&self.metrics),
+            retry_requested: Arc::clone(&self.retry_requested),
+        };
+        let task = self.runtime.spawn(forwarder.run());
+        self.running.push(Running {
+            destination,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Makes the running forwarders match `destinations`: a removed or changed destination's
+    /// forwarder finishes the instance it is sending and stops, its rows in flight go back to
+    /// the queue; a new or changed one starts. The others go on undisturbed.
+    async fn follow(&mut self, destinations: &[DestinationConfig]) {
+        let (kept, gone): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| destinations.iter().any(|d| same(d, &r.destination)));
+        self.running = kept;
+        for running in gone {
+            let name = running.destination.name.clone();
+            running.stop.cancel();
+            let _ = running.task.await;
+            let requeue = name.clone();
+            match self
+                .index
+                .execute(move |db| db.requeue_in_flight_of(&requeue))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(destination = %name, "forwarder stopped: the destination was changed or removed")
+                }
+                Err(e) => {
+                    tracing::error!(destination = %name, cause = %crate::error_chain(&e), "cannot queue a stopped forwarder's rows again")
+                }
+            }
+        }
+        for destination in destinations {
+            if self
+                .running
+                .iter()
+                .any(|r| same(&r.destination, destination))
+            {
+                continue;
+            }
+            let name = destination.name.clone();
+            if let Err(e) = self.start(destination.clone()) {
+                tracing::error!(destination = %name, cause = %crate::error_chain(&e), "cannot start forwarding to a reloaded destination");
+            }
+        }
+    }
+}
+
+/// The same destination, every setting alike (as the config file would write it).
+fn same(a: &DestinationConfig, b: &DestinationConfig) -> bool {
+    match (toml::Value::try_from(a), toml::Value::try_from(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Starts the forwarding runtime on its own thread, each of its threads at a lower priority;
+/// returns its handle and a receiver told once it has stopped (after `shutdown`, when every
+/// forwarder on it has ended). The runtime is built, and dropped, on its own thread (a
+/// runtime cannot be dropped on an async one).
 async fn run_apart(
-    forwarders: Vec<worker::Forwarder>,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    shutdown: CancellationToken,
+) -> std::io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Receiver<()>)> {
     let (ready, started) = tokio::sync::oneshot::channel();
     let (done, stopped) = tokio::sync::oneshot::channel();
     // Absolute, from this thread's: a thread a niced one starts inherits its nice value, and
@@ -112,7 +219,7 @@ async fn run_apart(
                 .build();
             let runtime = match runtime {
                 Ok(runtime) => {
-                    let _ = ready.send(Ok(()));
+                    let _ = ready.send(Ok(runtime.handle().clone()));
                     runtime
                 }
                 Err(e) => {
@@ -120,21 +227,20 @@ async fn run_apart(
                     return;
                 }
             };
-            runtime.block_on(async move {
-                let mut running = tokio::task::JoinSet::new();
-                for forwarder in forwarders {
-                    running.spawn(forwarder.run());
-                }
-                while running.join_next().await.is_some() {}
-            });
+            runtime.block_on(shutdown.cancelled());
+            // Every forwarder has a child of `shutdown`: they finish their instance and end.
+            runtime.shutdown_timeout(FORWARD_STOP);
             let _ = done.send(());
         })?;
     match started.await {
-        Ok(Ok(())) => Ok(stopped),
+        Ok(Ok(handle)) => Ok((handle, stopped)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::Error::other("the forwarding thread ended at once")),
     }
 }
+
+/// How long the forwarders have to finish the instance they are sending at shutdown.
+const FORWARD_STOP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Worker threads of the forwarding runtime (sending is mostly waiting on the network).
 const FORWARD_WORKERS: usize = 2;

@@ -56,6 +56,15 @@ impl AppState {
             config.http.users.clone(),
             config.http.session_lifetime,
         ));
+        // SIGHUP: new users sign in at once, removed ones are signed out.
+        let mut changes = service.config_changes();
+        let follower = Arc::clone(&auth);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let users = changes.borrow_and_update().http.users.clone();
+                follower.replace_users(users);
+            }
+        });
         AppState {
             service,
             reads,
@@ -67,7 +76,8 @@ impl AppState {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    /// The config in force now (SIGHUP may change users and destinations).
+    pub fn config(&self) -> Arc<Config> {
         self.service.config()
     }
 

@@ -2,8 +2,6 @@
 //! (never a file), each match answered with a pending response and its identifier, then a
 //! final status. A C-CANCEL between matches ends it with Cancel (0xFE00).
 
-use std::sync::Arc;
-
 use super::Message;
 use super::association::{AbortReason, Session, Transport};
 use crate::dicom::dataset;
@@ -97,7 +95,7 @@ impl<S: Transport> Session<S> {
             "C-FIND"
         );
         tracing::debug!(keys = %asked(false), "C-FIND keys");
-        let config = Arc::clone(self.context.service.config());
+        let config = self.context.service.config();
         let max = config.query_retrieve.max_matches;
         let ae_title = config.listener.ae_title.as_str().to_string();
         let transfer_syntax = message.transfer_syntax.clone();

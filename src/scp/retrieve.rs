@@ -5,7 +5,6 @@
 //! each sub-operation carries the counts; C-CANCEL stops before the next one. An instance
 //! whose spool file retention removed is a failed sub-operation, said in the Error Comment.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use dicom_core::VR;
@@ -200,7 +199,7 @@ impl<S: Transport> Session<S> {
             [PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE]
         };
         let query = message.query(classes, true)?;
-        let config = Arc::clone(self.context.service.config());
+        let config = self.context.service.config();
         let target = if is_get {
             Target::Get
         } else {

@@ -257,7 +257,8 @@ pub struct RetryRequest {
 #[derive(Debug, Clone)]
 pub struct Service {
     index: IndexHandle,
-    config: Arc<Config>,
+    /// The config in force: SIGHUP replaces users, destinations and naming rules in it.
+    config: watch::Receiver<Arc<Config>>,
     naming: watch::Receiver<Arc<Naming>>,
     /// Wakes forwarders that back off when a retry is asked for.
     retry_requested: Arc<tokio::sync::Notify>,
@@ -266,7 +267,7 @@ pub struct Service {
 impl Service {
     pub fn new(
         index: IndexHandle,
-        config: Arc<Config>,
+        config: watch::Receiver<Arc<Config>>,
         naming: watch::Receiver<Arc<Naming>>,
     ) -> Service {
         Service {
@@ -287,8 +288,14 @@ impl Service {
         Arc::clone(&self.naming.borrow())
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.borrow())
+    }
+
+    /// Changes as SIGHUP makes them.
+    pub fn config_changes(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.clone()
     }
 
     /// Records a stored instance, its identity findings, its study's verdict when it brings
@@ -305,7 +312,7 @@ impl Service {
         instance: IndexedInstance,
     ) -> Result<InstanceRecorded, StoreError> {
         let naming = self.naming();
-        let config = Arc::clone(&self.config);
+        let config = self.config();
         self.index
             .execute_relaxed(move |db| {
                 record_instance(db, &naming, &config.destinations, &instance)
@@ -520,7 +527,7 @@ impl Service {
             "re-judging every study",
             "an admin",
         )?;
-        let config = Arc::clone(&self.config);
+        let config = self.config();
         let (naming, uids) = self
             .index
             .execute(move |db| {
@@ -561,7 +568,7 @@ impl Service {
     /// instance (a few per writer job), records the findings, and settles each destination's
     /// rows of the series: held for the codes it holds on, or pending. Returns what it found.
     pub async fn check_quiet_series(&self) -> Result<Vec<SeriesChecked>, StoreError> {
-        let config = Arc::clone(&self.config);
+        let config = self.config();
         // Relaxed: a check lost in a power failure is done again (the series stays due).
         self.index
             .execute_relaxed(move |db| {
@@ -682,14 +689,15 @@ impl Service {
             .await
     }
 
-    fn reason_choice(&self, code: &str) -> Result<&ReasonChoice, ServiceError> {
-        self.config
+    fn reason_choice(&self, code: &str) -> Result<ReasonChoice, ServiceError> {
+        let config = self.config();
+        config
             .naming
             .reason(code)
+            .cloned()
             .ok_or_else(|| ServiceError::UnknownReason {
                 code: code.to_string(),
-                known: self
-                    .config
+                known: config
                     .naming
                     .reasons
                     .iter()
@@ -699,14 +707,16 @@ impl Service {
             })
     }
 
-    fn destination(&self, name: &str) -> Result<&DestinationConfig, ServiceError> {
-        self.config
+    fn destination(&self, name: &str) -> Result<DestinationConfig, ServiceError> {
+        let config = self.config();
+        config
             .destinations
             .iter()
             .find(|d| d.name == name)
+            .cloned()
             .ok_or_else(|| ServiceError::UnknownDestination {
                 name: name.to_string(),
-                known: match self.config.destinations.as_slice() {
+                known: match config.destinations.as_slice() {
                     [] => "none".into(),
                     all => all
                         .iter()

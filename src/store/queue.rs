@@ -217,6 +217,19 @@ impl Db<'_> {
         Ok(requeued)
     }
 
+    /// Rows of one destination left in flight (its forwarder was stopped) go back to pending.
+    pub fn requeue_in_flight_of(&self, destination: &str) -> Result<usize, StoreError> {
+        let requeued = self.conn.execute(
+            "UPDATE forward_queue SET state = 'pending' \
+             WHERE state = 'in-flight' AND destination = ?1",
+            [destination],
+        )?;
+        if requeued > 0 {
+            self.touch_queue();
+        }
+        Ok(requeued)
+    }
+
     /// The next due rows of a destination in arrival order, marked in flight.
     pub fn take_due(
         &self,

@@ -12,6 +12,7 @@ mod malformed;
 mod naming;
 mod query;
 mod receive;
+mod reload;
 mod safety;
 mod support;
 mod tls;
