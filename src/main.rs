@@ -40,7 +40,11 @@ enum Command {
     /// re-reads the allow-lists, reserve_free_bytes and the naming rules.
     Serve,
     /// Validate a configuration file and print it fully resolved (defaults filled in).
-    CheckConfig,
+    CheckConfig {
+        /// Print nothing when it is valid (the exit code says it; for ExecStartPre).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// List received studies with their naming status (G9318 conforming, G9319 needs a
     /// reason, G9320 reason documented), oldest waiting first.
     Studies {
@@ -300,9 +304,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(simgate::app::serve(config))?;
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { quiet } => {
             let resolved = Config::load(&config)?;
             let (names, kinds) = simgate::service::rules::check_files(&resolved.naming)?;
+            if quiet {
+                return Ok(());
+            }
             writeln!(
                 stdout,
                 "# {} is valid; resolved values:",

@@ -296,6 +296,11 @@ pub async fn run(
             "DICOM TLS listener ready"
         );
     }
+    // Both listeners are bound and the index is open: a `Type=notify` unit is started now.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        tracker.spawn(keep_watchdog(every / 2, shutdown.clone()));
+    }
     let context = ReceiveContext {
         spool,
         service,
@@ -314,6 +319,7 @@ pub async fn run(
     )
     .await;
 
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!(
         // Associations and the background tasks (forwarding, checks, retention) together.
         tasks = tracker.len(),
@@ -354,6 +360,26 @@ async fn measure_free_space(spool: Arc<Spool>, shutdown: CancellationToken) {
                 tracing::error!(cause = %error_chain(&e), "cannot measure free space");
             }
             _ => {}
+        }
+    }
+}
+
+/// Tells systemd (when it started simgate with `NOTIFY_SOCKET`) how the service is; nothing
+/// without it.
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(cause = %e, "cannot notify systemd");
+    }
+}
+
+/// `WatchdogSec=` in the unit: pings systemd from the async runtime the associations run on,
+/// so a runtime that stops making progress gets the service restarted.
+async fn keep_watchdog(every: std::time::Duration, shutdown: CancellationToken) {
+    loop {
+        notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }
@@ -436,6 +462,7 @@ fn spawn_signal_handlers(
                 _ = interrupt.recv() => { tracing::info!("interrupt received"); shutdown.cancel(); }
                 _ = hangup.recv() => {
                     // Reading files and SQLite blocks: never on an async worker.
+                    notify_systemd(&[sd_notify::NotifyState::Reloading]);
                     let path = Arc::clone(&config_path);
                     let current = Arc::clone(&reloadable.config.borrow());
                     match tokio::task::spawn_blocking(move || reload(&path, &current)).await {
@@ -443,6 +470,7 @@ fn spawn_signal_handlers(
                         Ok(None) => {}
                         Err(e) => tracing::error!(cause = %e, "configuration reload failed"),
                     }
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
                 }
             }
         }

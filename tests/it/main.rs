@@ -15,4 +15,5 @@ mod receive;
 mod reload;
 mod safety;
 mod support;
+mod systemd;
 mod tls;
