@@ -147,4 +147,92 @@ mod tests {
             );
         }
     }
+
+    /// The SOP-class and transfer-syntax tables of docs/conformance-statement.md, from the
+    /// code: `cargo test --lib print_conformance_tables -- --ignored --nocapture`.
+    fn conformance_tables() -> (String, String, String) {
+        use dicom_encoding::TransferSyntaxIndex;
+        let service = SERVICE_SOP_CLASSES
+            .iter()
+            .map(|uid| format!("| {} | `{uid}` |\n", name(uid).unwrap_or(uid)))
+            .collect();
+        let mut storage: Vec<(&str, &str)> = STORAGE_SOP_CLASSES
+            .iter()
+            .map(|uid| (name(uid).unwrap_or(uid), *uid))
+            .collect();
+        storage.sort();
+        let storage = storage
+            .iter()
+            .map(|(name, uid)| format!("| {name} | `{uid}` |\n"))
+            .collect();
+        let mut syntaxes = accepted_transfer_syntaxes();
+        // The registry's order is not stable: by UID, component by component.
+        syntaxes.sort_by_key(|uid| {
+            uid.split('.')
+                .map(|n| n.parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        });
+        let syntaxes = syntaxes
+            .iter()
+            .map(|uid| {
+                let name = TransferSyntaxRegistry
+                    .get(uid)
+                    .map(|ts| ts.name())
+                    .unwrap_or(uid);
+                format!("| {name} | `{uid}` |\n")
+            })
+            .collect();
+        (service, storage, syntaxes)
+    }
+
+    #[test]
+    #[ignore = "prints the tables to paste into docs/conformance-statement.md"]
+    fn print_conformance_tables() {
+        let (service, storage, syntaxes) = conformance_tables();
+        println!("{service}\n{storage}\n{syntaxes}");
+    }
+
+    /// The UIDs in backticks of the table rows between a `<!-- NAME -->` marker and the next
+    /// blank line.
+    fn table_uids(document: &str, marker: &str) -> Vec<String> {
+        let start = document
+            .find(&format!("<!-- {marker} -->"))
+            .unwrap_or_else(|| panic!("no {marker} table"));
+        document[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.trim().is_empty())
+            .filter(|line| line.starts_with('|'))
+            .filter_map(|line| line.split('`').nth(1).map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn the_conformance_statement_lists_what_the_code_negotiates() {
+        let document = include_str!("../../docs/conformance-statement.md");
+        let (service, storage, syntaxes) = conformance_tables();
+        for (marker, expected) in [
+            ("service-sop-classes", &service),
+            ("storage-sop-classes", &storage),
+            ("transfer-syntaxes", &syntaxes),
+        ] {
+            let listed = table_uids(document, marker);
+            let wanted: Vec<String> = expected
+                .lines()
+                .filter_map(|line| line.split('`').nth(1).map(str::to_string))
+                .collect();
+            assert_eq!(
+                listed, wanted,
+                "docs/conformance-statement.md {marker}: regenerate the table with \
+                 `cargo test --lib print_conformance_tables -- --ignored --nocapture`"
+            );
+        }
+        // The forwarding SCU proposes these up front; the statement says so.
+        for uid in crate::forward::scu::PLANNING_CLASSES {
+            assert!(
+                document.contains(&format!("`{uid}`")),
+                "{uid} in the SCU section"
+            );
+        }
+    }
 }

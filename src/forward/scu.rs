@@ -490,7 +490,7 @@ type Context = (String, Vec<String>);
 
 /// What a CT simulator sends with a planning study, after the images: proposed on every
 /// association besides what the queue holds.
-const PLANNING_CLASSES: [&str; 6] = [
+pub const PLANNING_CLASSES: [&str; 6] = [
     uids::CT_IMAGE_STORAGE,
     uids::RT_STRUCTURE_SET_STORAGE,
     uids::RT_PLAN_STORAGE,
