@@ -52,6 +52,15 @@ TRIALS=2 TRIALS_DIR="${CARGO_TARGET_DIR:-target}/smoke/fault-trials" scripts/fau
 BENCH_REPS=1 BENCH_MODES=1 BENCH_QUERY_STUDIES=300 BENCH_DIR="${CARGO_TARGET_DIR:-target}/smoke" scripts/bench.sh >/dev/null
 ABUSE_SECONDS=3 ABUSE_DIR="${CARGO_TARGET_DIR:-target}/smoke/abuse" scripts/abuse.sh >/dev/null
 FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
+# The Debian package, built from the debug binary (the release one is the same files; a release
+# build would double this run), installed with dpkg, started as the unit says, C-ECHOed, purged.
+echo "==> package: build, install, start, C-ECHO, stop, purge"
+scripts/package.sh --profile dev >/dev/null 2>&1 || scripts/package.sh --profile dev
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/package-test.sh target/debian/simgate_*.deb
+else
+  sudo scripts/package-test.sh target/debian/simgate_*.deb
+fi
 echo "==> cargo test"
 # Two at a time on this 2-core machine: the integration tests run real peers, browsers and
 # gateways, and four at once starved the timing-sensitive ones (60 s peer deadlines).
