@@ -10,6 +10,7 @@
 //! and [`store`]; [`app`] puts it together. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod commitment;

@@ -108,26 +108,7 @@ impl Spool {
 
     /// Every file under its final name, relative to the storage folder (`spool/aa/<hash>.dcm`).
     pub fn final_files(&self) -> Result<Vec<String>, SpoolError> {
-        let mut files = Vec::new();
-        for shard in fs::read_dir(&self.root).map_err(io_error("list", &self.root))? {
-            let shard = shard.map_err(io_error("list", &self.root))?.path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for entry in fs::read_dir(&shard).map_err(io_error("list", &shard))? {
-                let path = entry.map_err(io_error("list", &shard))?.path();
-                if path.extension().is_some_and(|ext| ext == "dcm")
-                    && let (Some(shard), Some(name)) = (
-                        shard.file_name().and_then(|n| n.to_str()),
-                        path.file_name().and_then(|n| n.to_str()),
-                    )
-                {
-                    files.push(format!("spool/{shard}/{name}"));
-                }
-            }
-        }
-        files.sort();
-        Ok(files)
+        final_files_in(self.storage_dir())
     }
 
     /// Moves a stored file that cannot be indexed out of the spool, into `quarantine/`.
@@ -305,6 +286,32 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// The files under their final names in a storage folder, relative to it, sorted; without
+/// opening a [`Spool`] (which would remove the partial files of uploads in progress).
+pub fn final_files_in(storage_dir: &Path) -> Result<Vec<String>, SpoolError> {
+    let root = storage_dir.join("spool");
+    let mut files = Vec::new();
+    for shard in fs::read_dir(&root).map_err(io_error("list", &root))? {
+        let shard = shard.map_err(io_error("list", &root))?.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&shard).map_err(io_error("list", &shard))? {
+            let path = entry.map_err(io_error("list", &shard))?.path();
+            if path.extension().is_some_and(|ext| ext == "dcm")
+                && let (Some(shard), Some(name)) = (
+                    shard.file_name().and_then(|n| n.to_str()),
+                    path.file_name().and_then(|n| n.to_str()),
+                )
+            {
+                files.push(format!("spool/{shard}/{name}"));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Creates the 256 shard folders (`spool/00` to `spool/ff`) a storage folder lacks, and

@@ -1,5 +1,6 @@
 //! Integration tests: the real simgate binary against DCMTK peers and raw sockets on loopback.
 
+mod backup;
 mod browser;
 mod cli;
 mod commitment;
