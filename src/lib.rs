@@ -17,6 +17,7 @@ pub mod commitment;
 pub mod config;
 pub mod control;
 pub mod dicom;
+pub mod doctor;
 pub mod forward;
 pub mod http;
 pub mod logging;

@@ -116,6 +116,14 @@ enum Command {
         #[arg(long)]
         destination: String,
     },
+    /// Check the installation: config, storage folder (writable, free space), the index
+    /// (integrity_check), the gateway process, each destination (C-ECHO), TLS certificate
+    /// expiry, nomenclature sources. Exit code 1 when any check finds a problem.
+    Doctor {
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy the storage folder into a new or empty folder: the index (SQLite online backup,
     /// one consistent moment) and every spool file, with manifest.json (sizes and SHA-256).
     /// Safe while the gateway runs and receives.
@@ -493,6 +501,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 format(json, csv),
                 stdout,
             )?;
+        }
+        Command::Doctor { json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(simgate::doctor::run(&config));
+            if json {
+                serde_json::to_writer_pretty(&mut *stdout, &report)?;
+                writeln!(stdout)?;
+            } else {
+                for check in &report.checks {
+                    let state = match check.state {
+                        simgate::doctor::State::Ok => "ok     ",
+                        simgate::doctor::State::Warning => "warning",
+                        simgate::doctor::State::Problem => "PROBLEM",
+                    };
+                    let took = check
+                        .milliseconds
+                        .map(|ms| format!(" ({ms} ms)"))
+                        .unwrap_or_default();
+                    writeln!(
+                        stdout,
+                        "{state}  {:<28} {}{took}",
+                        check.check, check.detail
+                    )?;
+                }
+            }
+            stdout.flush()?;
+            if !report.healthy() {
+                anyhow::bail!("doctor found a problem (see above)");
+            }
         }
         Command::Backup { destination, json } => {
             let manifest = simgate::backup::backup(&Config::load(&config)?, &destination)?;

@@ -4,6 +4,7 @@ mod backup;
 mod browser;
 mod cli;
 mod commitment;
+mod doctor;
 mod durability;
 mod faults;
 mod forward;
