@@ -57,7 +57,7 @@ FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
 echo "==> package: build, install, start, C-ECHO, stop, purge"
 scripts/package.sh --profile dev >/dev/null 2>&1 || scripts/package.sh --profile dev
 tarball=$(PROFILE=dev scripts/tarball.sh 2>/dev/null | tail -1)
-tar -xzf "$tarball" -C "$(mktemp -d)" && tar -tzf "$tarball" | grep -q '/config/simgate.service$'
+tar -xzf "$tarball" -C "$(mktemp -d)" && tar -tzf "$tarball" | grep '/config/simgate.service$' >/dev/null
 if [ "$(id -u)" -eq 0 ]; then
   scripts/package-test.sh target/debian/simgate_*.deb
 else
