@@ -218,7 +218,8 @@ fn database(config: &Config, report: &mut Report) {
 /// Whether a gateway holds the storage folder's lock (it is running).
 fn gateway(storage: &Path, report: &mut Report) {
     let path = storage.join("simgate.lock");
-    let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+    // Read-only is enough for flock, and works for a user who cannot write the file.
+    let Ok(file) = std::fs::File::open(&path) else {
         report.add(
             "gateway",
             State::Warning,

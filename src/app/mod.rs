@@ -57,8 +57,13 @@ pub enum AppError {
     Control(#[from] crate::control::ControlError),
     #[error("another simgate is serving this storage folder (it holds {0})")]
     InUse(PathBuf),
-    #[error("TLS")]
-    Tls(#[from] crate::tls::TlsError),
+    #[error("{key}: TLS")]
+    Tls {
+        /// The config table whose files these are.
+        key: &'static str,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("cannot start forwarding")]
     Forward(#[from] crate::forward::StartError),
 }
@@ -133,17 +138,24 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
                 &t.certificate,
                 &t.private_key,
                 t.client_ca.as_deref(),
-            )?,
+            )
+            .map_err(|source| AppError::Tls {
+                key: "listener.tls",
+                source,
+            })?,
             listener: bind(t.bind).await?,
         }),
         None => None,
     };
     let http_tls = match &config.http.tls {
-        Some(t) => Some(crate::tls::server_config(
-            &t.certificate,
-            &t.private_key,
-            None,
-        )?),
+        Some(t) => Some(
+            crate::tls::server_config(&t.certificate, &t.private_key, None).map_err(|source| {
+                AppError::Tls {
+                    key: "http.tls",
+                    source,
+                }
+            })?,
+        ),
         None => None,
     };
     let listeners = Listeners {

@@ -37,8 +37,12 @@ pub struct Shared<'a> {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("TLS towards a destination")]
-    Tls(#[from] crate::tls::TlsError),
+    #[error("destination {destination}: TLS (destinations.tls)")]
+    Tls {
+        destination: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("cannot start the forwarding threads")]
     Thread(#[source] std::io::Error),
 }
@@ -126,7 +130,12 @@ impl Forwarders {
                 destination.clone(),
                 self.settings.clone(),
                 self.storage_dir.clone(),
-                scu::ClientTls::for_destination(&destination)?,
+                scu::ClientTls::for_destination(&destination).map_err(|source| {
+                    StartError::Tls {
+                        destination: destination.name.clone(),
+                        source,
+                    }
+                })?,
             ),
             settings: self.settings.clone(),
             index: self.index.clone(),

@@ -297,3 +297,24 @@ fn logs_are_json_on_request_untimed_under_systemd_and_filtered_per_module() {
         "at info the HTTP line comes before the DICOM one: {plain}"
     );
 }
+
+#[test]
+fn a_missing_tls_certificate_is_reported_with_its_table_and_absolute_path() {
+    let root = installed_config(
+        "[listener.tls]\nbind = \"127.0.0.1:0\"\ncertificate = \"tls/none.crt\"\nprivate_key = \"tls/none.key\"\n",
+    );
+    let root_path = root.path().canonicalize().expect("canonical");
+    let output = simgate()
+        .current_dir(&root_path)
+        .env_remove("RUST_LOG")
+        .args(["serve", "--config", "etc/simgate.toml"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    let path = root_path.join("etc/tls/none.crt");
+    assert!(
+        err.contains("listener.tls") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+}
