@@ -200,21 +200,25 @@ pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, 
             source,
         })?;
     let storage = &config.storage.dir;
-    fs::create_dir_all(storage).map_err(io("create", storage))?;
-    let lock_path = storage.join("simgate.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| BackupError::GatewayRunning(storage.clone()))?;
+    let _lock = crate::spool::lock_storage(storage)
+        .map_err(io("lock", storage))?
+        .ok_or_else(|| BackupError::GatewayRunning(storage.clone()))?;
+    // The whole backup is checked before anything in the folder is replaced.
+    for entry in manifest_entries(&manifest) {
+        if !safe_relative(&entry.path) {
+            return Err(BackupError::BadEntry(entry.path.clone()));
+        }
+        check(
+            source,
+            entry,
+            &copy_file(&source.join(&entry.path), None)?.sha256,
+        )?;
+    }
     let occupied: Vec<PathBuf> = fs::read_dir(storage)
         .map_err(io("list", storage))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "simgate.lock"))
+        .filter(|p| p.file_name().is_some_and(|n| n != crate::spool::LOCK_FILE))
         .collect();
     if !occupied.is_empty() {
         if !force {
@@ -229,25 +233,31 @@ pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, 
             removed.map_err(io("remove", &path))?;
         }
     }
-    let entries = std::iter::once(&manifest.database).chain(&manifest.files);
-    for entry in entries {
-        if !safe_relative(&entry.path) {
-            return Err(BackupError::BadEntry(entry.path.clone()));
-        }
+    for entry in manifest_entries(&manifest) {
         let to = storage.join(&entry.path);
         let copied = copy_file(&source.join(&entry.path), Some(&to))?;
-        if copied.sha256 != entry.sha256 {
-            let _ = fs::remove_file(&to);
-            return Err(BackupError::Corrupt {
-                path: source.join(&entry.path),
-                found: copied.sha256,
-                expected: entry.sha256.clone(),
-            });
-        }
+        // Checked before anything was replaced (below); this catches a read that went wrong.
+        check(source, entry, &copied.sha256)?;
     }
     sync_tree(storage)?;
-    drop(lock);
     Ok(manifest)
+}
+
+fn manifest_entries(manifest: &Manifest) -> impl Iterator<Item = &Entry> {
+    std::iter::once(&manifest.database).chain(&manifest.files)
+}
+
+/// The file read from the backup is the one the manifest describes.
+fn check(source: &Path, entry: &Entry, sha256: &str) -> Result<(), BackupError> {
+    if sha256 == entry.sha256 {
+        Ok(())
+    } else {
+        Err(BackupError::Corrupt {
+            path: source.join(&entry.path),
+            found: sha256.to_string(),
+            expected: entry.sha256.clone(),
+        })
+    }
 }
 
 /// `simgate.db` or `spool/<2 hex>/<64 hex>.dcm`: nothing a manifest could use to write

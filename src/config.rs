@@ -179,7 +179,7 @@ pub struct ListenerTlsConfig {
 }
 
 /// TLS towards a destination (`tls = { ca = ..., certificate = ..., private_key = ... }`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DestinationTlsConfig {
     /// The CA the destination's certificate must be signed by.
     pub ca: PathBuf,
@@ -205,7 +205,7 @@ pub struct StorageConfig {
 }
 
 /// A DICOM destination (the TPS first of all) that receives every matching instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DestinationConfig {
     pub name: String,
     pub ae_title: AeTitle,

@@ -98,7 +98,7 @@ fn local_checks(config: &Config) -> Vec<Check> {
         checks: Vec::new(),
     };
     let storage = &config.storage.dir;
-    match probe_write(storage) {
+    match crate::spool::probe_write_in(storage, &format!("doctor-{}.probe", std::process::id())) {
         Ok(()) => report.add(
             "storage",
             State::Ok,
@@ -107,13 +107,9 @@ fn local_checks(config: &Config) -> Vec<Check> {
                 storage.display()
             ),
         ),
-        Err(e) => report.add(
-            "storage",
-            State::Problem,
-            format!("{}: {e}", storage.display()),
-        ),
+        Err(e) => report.add("storage", State::Problem, crate::error_chain(&e)),
     }
-    match free_bytes(storage) {
+    match crate::spool::free_bytes_in(storage) {
         Ok(free) => {
             let reserve = config.storage.reserve_free_bytes;
             let (state, verdict) = if free < reserve {
@@ -132,11 +128,7 @@ fn local_checks(config: &Config) -> Vec<Check> {
                 format!("{} free, reserve {}: {verdict}", gib(free), gib(reserve)),
             );
         }
-        Err(e) => report.add(
-            "free-space",
-            State::Problem,
-            format!("{}: {e}", storage.display()),
-        ),
+        Err(e) => report.add("free-space", State::Problem, crate::error_chain(&e)),
     }
     database(config, &mut report);
     gateway(storage, &mut report);
@@ -147,24 +139,6 @@ fn local_checks(config: &Config) -> Vec<Check> {
 
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-}
-
-fn probe_write(storage: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = storage.join("tmp");
-    std::fs::create_dir_all(&dir)?;
-    // Not a `.part` name: a gateway starting meanwhile removes those.
-    let path = dir.join(format!("doctor-{}.probe", std::process::id()));
-    let mut file = std::fs::File::create(&path)?;
-    file.write_all(b"simgate doctor")?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::remove_file(&path)
-}
-
-fn free_bytes(storage: &Path) -> std::io::Result<u64> {
-    let stat = rustix::fs::statvfs(storage)?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 fn database(config: &Config, report: &mut Report) {
@@ -217,26 +191,22 @@ fn database(config: &Config, report: &mut Report) {
 
 /// Whether a gateway holds the storage folder's lock (it is running).
 fn gateway(storage: &Path, report: &mut Report) {
-    let path = storage.join("simgate.lock");
-    // Read-only is enough for flock, and works for a user who cannot write the file.
-    let Ok(file) = std::fs::File::open(&path) else {
-        report.add(
-            "gateway",
-            State::Warning,
-            format!("no gateway has run on {}", storage.display()),
-        );
-        return;
-    };
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
-        Ok(()) => report.add(
-            "gateway",
-            State::Warning,
-            format!("no gateway is running on {}", storage.display()),
-        ),
-        Err(_) => report.add(
+    let shown = storage.display();
+    match crate::spool::storage_in_use(storage) {
+        Some(true) => report.add(
             "gateway",
             State::Ok,
-            format!("a gateway is running on {}", storage.display()),
+            format!("a gateway is running on {shown}"),
+        ),
+        Some(false) => report.add(
+            "gateway",
+            State::Warning,
+            format!("no gateway is running on {shown}"),
+        ),
+        None => report.add(
+            "gateway",
+            State::Warning,
+            format!("no gateway has run on {shown}"),
         ),
     }
 }
@@ -345,21 +315,16 @@ fn nomenclature(config: &Config, report: &mut Report) {
 fn imported_sources(config: &Config) -> String {
     use rusqlite::{Connection, OpenFlags};
     let path = config.storage.database_path();
-    let listed =
-        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).and_then(|conn| {
-            conn.prepare("SELECT file_name, names FROM nomenclature_sources ORDER BY id")?
-                .query_map([], |r| {
-                    Ok(format!(
-                        "{} ({} names)",
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()
-        });
+    let listed = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(crate::store::StoreError::from)
+        .and_then(|conn| crate::store::Db::new(&conn).sources());
     match listed {
         Ok(sources) if sources.is_empty() => "none".into(),
-        Ok(sources) => sources.join(", "),
+        Ok(sources) => sources
+            .iter()
+            .map(|s| format!("{} ({} names)", s.file_name, s.names))
+            .collect::<Vec<_>>()
+            .join(", "),
         Err(_) => "unknown (no index)".into(),
     }
 }

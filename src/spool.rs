@@ -124,13 +124,7 @@ impl Spool {
     /// Proves the storage takes writes now: a small file in `tmp/` written, flushed to disk
     /// and removed. Blocks as long as the storage does (a frozen or hung file system).
     pub fn probe_write(&self) -> Result<(), SpoolError> {
-        let path = self.tmp.join("health.probe");
-        let mut file = File::create(&path).map_err(io_error("create", &path))?;
-        file.write_all(b"simgate")
-            .map_err(io_error("write", &path))?;
-        file.sync_all().map_err(io_error("flush", &path))?;
-        drop(file);
-        fs::remove_file(&path).map_err(io_error("remove", &path))
+        probe_write_in(self.storage_dir(), "health.probe")
     }
 
     /// Measures free space (blocking: statvfs) and keeps the figure for
@@ -151,12 +145,7 @@ impl Spool {
 
     /// Bytes available to simgate on the storage file system.
     pub fn free_bytes(&self) -> Result<u64, SpoolError> {
-        let stat = rustix::fs::statvfs(&self.root).map_err(|e| SpoolError::Io {
-            action: "read free space of",
-            path: self.root.clone(),
-            source: e.into(),
-        })?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+        free_bytes_in(&self.root)
     }
 
     /// Starts a new file: the preamble and meta header are written at once, the data set
@@ -286,6 +275,57 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Free space for an unprivileged writer on the file system of `dir` (blocking: statvfs).
+pub fn free_bytes_in(dir: &Path) -> Result<u64, SpoolError> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| SpoolError::Io {
+        action: "read free space of",
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Writes a small file `name` in the storage folder's `tmp/`, flushes and removes it: the
+/// storage takes writes now. Not a `.part` name, which a starting gateway removes.
+pub fn probe_write_in(storage_dir: &Path, name: &str) -> Result<(), SpoolError> {
+    let dir = storage_dir.join("tmp");
+    fs::create_dir_all(&dir).map_err(io_error("create folder", &dir))?;
+    let path = dir.join(name);
+    let mut file = File::create(&path).map_err(io_error("create", &path))?;
+    file.write_all(b"simgate")
+        .map_err(io_error("write", &path))?;
+    file.sync_all().map_err(io_error("flush", &path))?;
+    drop(file);
+    fs::remove_file(&path).map_err(io_error("remove", &path))
+}
+
+/// The storage folder's lock file: a running gateway holds an exclusive `flock` on it for
+/// its whole life (the kernel drops it when the process ends, however it ends).
+pub const LOCK_FILE: &str = "simgate.lock";
+
+/// Takes the storage folder's lock, creating the folder and the file if needed; `None` when
+/// another process holds it (a gateway runs, or a restore).
+pub fn lock_storage(storage_dir: &Path) -> io::Result<Option<File>> {
+    fs::create_dir_all(storage_dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(storage_dir.join(LOCK_FILE))?;
+    Ok(
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_ok()
+            .then_some(file),
+    )
+}
+
+/// Whether a process holds the storage folder's lock, without taking it for longer than the
+/// look (read-only: no write access needed); `None` when no gateway ever ran there.
+pub fn storage_in_use(storage_dir: &Path) -> Option<bool> {
+    let file = File::open(storage_dir.join(LOCK_FILE)).ok()?;
+    Some(rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err())
 }
 
 /// The files under their final names in a storage folder, relative to it, sorted; without

@@ -426,21 +426,14 @@ async fn flush_index(index: IndexHandle, shutdown: CancellationToken) {
 /// Takes the storage folder's lock file (`simgate.lock`, an exclusive `flock` held for the
 /// life of the process; the kernel drops it when the process ends, however it ends).
 fn lock_storage(dir: &Path) -> Result<std::fs::File, AppError> {
-    let folder_error = |source| AppError::Folder {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(folder_error)?;
-    let path = dir.join("simgate.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(folder_error)?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| AppError::InUse(path))?;
-    Ok(file)
+    match crate::spool::lock_storage(dir) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(AppError::InUse(dir.join(crate::spool::LOCK_FILE))),
+        Err(source) => Err(AppError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Opens (and migrates) the database to read imported playbooks, then loads the rules.

@@ -159,7 +159,7 @@ impl Forwarders {
     async fn follow(&mut self, destinations: &[DestinationConfig]) {
         let (kept, gone): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| destinations.iter().any(|d| same(d, &r.destination)));
+            .partition(|r| destinations.contains(&r.destination));
         self.running = kept;
         for running in gone {
             let name = running.destination.name.clone();
@@ -180,11 +180,7 @@ impl Forwarders {
             }
         }
         for destination in destinations {
-            if self
-                .running
-                .iter()
-                .any(|r| same(&r.destination, destination))
-            {
+            if self.running.iter().any(|r| &r.destination == destination) {
                 continue;
             }
             let name = destination.name.clone();
@@ -192,14 +188,6 @@ impl Forwarders {
                 tracing::error!(destination = %name, cause = %crate::error_chain(&e), "cannot start forwarding to a reloaded destination");
             }
         }
-    }
-}
-
-/// The same destination, every setting alike (as the config file would write it).
-fn same(a: &DestinationConfig, b: &DestinationConfig) -> bool {
-    match (toml::Value::try_from(a), toml::Value::try_from(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
     }
 }
 

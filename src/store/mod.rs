@@ -135,7 +135,8 @@ pub struct Db<'c> {
 }
 
 impl<'c> Db<'c> {
-    fn new(conn: &'c Connection) -> Self {
+    /// The queries, on a connection of the caller's (a read-only one for `simgate doctor`).
+    pub fn new(conn: &'c Connection) -> Self {
         Db {
             conn,
             queue_touched: Cell::new(false),

@@ -143,4 +143,34 @@ fn a_backup_taken_during_an_upload_restores_every_acknowledged_instance_and_reas
                 && r["documented_by"] == "curie"),
         "{study}"
     );
+
+    // A backup altered after it was made is refused, naming the file.
+    other.signal("TERM");
+    assert!(other.wait_exit().success());
+    let altered = backup_dir.path().join("altered");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(&backup)
+            .arg(&altered)
+            .status()
+            .expect("cp")
+            .success()
+    );
+    let victim = altered.join(manifest["files"][0]["path"].as_str().expect("path"));
+    let mut bytes = std::fs::read(&victim).expect("a backed-up file");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&victim, &bytes).expect("alter");
+    let refused = other.cli(&["restore", altered.to_str().expect("path"), "--force"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("not what the manifest says")
+            && text(&refused).contains(victim.to_str().expect("path")),
+        "{}",
+        text(&refused)
+    );
+    // Checked before anything was replaced: the earlier restore is still there whole.
+    other.start();
+    assert_eq!(other.count("SELECT count(*) FROM instances"), instances);
 }
