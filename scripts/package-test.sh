@@ -62,5 +62,6 @@ else
     wait "$pid"
     pid=""
     grep -q "stopped" "$log_dir/log" || { cat "$log_dir/log"; exit 1; }
+    rm -rf "$log_dir"
 fi
 say "stopped cleanly; purging"

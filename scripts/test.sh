@@ -38,6 +38,13 @@ if ! "$pyenv/bin/python" -c "import pydicom, pynetdicom" >/dev/null 2>&1; then
 fi
 export SIMGATE_PYTHON="$pyenv/bin/python"
 
+# A full disk fails a build with "No space left on device" deep in rustc's output: say it first.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "==> $((free_kib / 1024 / 1024)) GiB free where the build writes"
+if [ "$free_kib" -lt $((8 * 1024 * 1024)) ]; then
+  echo "warning: less than 8 GiB free; a clean build and the tests need about 8 GiB" >&2
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
@@ -57,7 +64,10 @@ FUZZ_BIN="$debug/simgate-fuzz" FUZZ_RUNS=3000 scripts/fuzz.sh
 echo "==> package: build, install, start, C-ECHO, stop, purge"
 scripts/package.sh --profile dev >/dev/null 2>&1 || scripts/package.sh --profile dev
 tarball=$(PROFILE=dev scripts/tarball.sh 2>/dev/null | tail -1)
-tar -xzf "$tarball" -C "$(mktemp -d)" && tar -tzf "$tarball" | grep '/config/simgate.service$' >/dev/null
+unpacked="${CARGO_TARGET_DIR:-target}/tarball-check"
+rm -rf "$unpacked" && mkdir -p "$unpacked" && tar -xzf "$tarball" -C "$unpacked"
+tar -tzf "$tarball" | grep '/config/simgate.service$' >/dev/null
+rm -rf "$unpacked"
 if [ "$(id -u)" -eq 0 ]; then
   scripts/package-test.sh target/debian/simgate_*.deb
 else
