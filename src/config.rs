@@ -22,7 +22,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    // The TOML error (line, caret, what was expected) is the source: `{:#}` prints it after.
+    #[error("config file {path}")]
     Syntax {
         path: PathBuf,
         #[source]

@@ -282,7 +282,10 @@ fn main() -> ExitCode {
         // The reader went away (`simgate queue | head`): nothing left to say to anyone.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("simgate: {}", simgate::output::escape(&format!("{e:#}")));
+            eprintln!(
+                "simgate: {}",
+                simgate::output::escape_lines(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -28,6 +28,17 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A message of several lines (a TOML parse error shows the line and a caret under it) for
+/// a terminal: each line escaped, and every line after the first indented, so no text inside
+/// the message can pass for a line of its own.
+pub fn escape_lines(text: &str) -> String {
+    text.trim_end_matches('\n')
+        .split('\n')
+        .map(escape)
+        .collect::<Vec<_>>()
+        .join("\n    ")
+}
+
 /// A CSV cell that a spreadsheet will show as text: one starting with `=`, `+`, `-`, `@`,
 /// tab or carriage return gets a leading apostrophe (OWASP's advice). Quoting is the csv
 /// crate's.
@@ -155,6 +166,15 @@ mod tests {
         assert_eq!(escape("a\nb"), "a\\nb");
         assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
         assert_eq!(escape("abc\u{202E}fed"), "abc\\u{202e}fed");
+    }
+
+    #[test]
+    fn lines_of_a_message_stay_lines_indented_and_escaped() {
+        assert_eq!(escape_lines("one line"), "one line");
+        assert_eq!(
+            escape_lines("parse error\n  |\n1 | x\u{1b}[2J\n"),
+            "parse error\n      |\n    1 | x\\u{1b}[2J"
+        );
     }
 
     #[test]

@@ -146,6 +146,44 @@ fn a_missing_file_named_by_the_config_is_reported_with_its_key_and_absolute_path
 }
 
 #[test]
+fn a_config_syntax_error_is_shown_once_on_its_own_lines_with_the_caret() {
+    let root = installed_config("");
+    std::fs::write(
+        root.path().join("etc/simgate.toml"),
+        "[listener]\nport = \"eleven\"\n[storage]\ndir = \"../data\"\n",
+    )
+    .expect("config");
+    let output = simgate()
+        .current_dir(root.path())
+        .args(["check-config", "--config", "etc/simgate.toml"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        err.matches("TOML parse error").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(!err.contains("\\n"), "real lines, not escaped ones: {err}");
+    // The offending line, then a caret under the value, each on a line of its own, indented
+    // under the "simgate:" line.
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("simgate: config file "), "{err}");
+    assert!(
+        lines.iter().any(|l| l.contains("| port = \"eleven\"")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("| ") && l.contains('^')),
+        "{err}"
+    );
+    assert!(lines[1..].iter().all(|l| l.starts_with("    ")), "{err}");
+}
+
+#[test]
 fn a_config_without_nomenclature_files_uses_the_built_in_ones() {
     // Copying only simgate.toml elsewhere must work: the shipped lists are compiled in.
     let root = tempfile::tempdir().expect("tempdir");
