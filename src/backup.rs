@@ -38,6 +38,10 @@ pub enum BackupError {
     #[error("{0} is not empty: back up into a new folder")]
     DestinationNotEmpty(PathBuf),
     #[error(
+        "{backup} and the storage folder {storage} are one inside the other: keep backups in a folder of their own"
+    )]
+    Overlaps { backup: PathBuf, storage: PathBuf },
+    #[error(
         "{0} is not empty: restore into an empty storage folder, or add --force to replace what is there"
     )]
     StorageNotEmpty(PathBuf),
@@ -100,6 +104,8 @@ pub struct Entry {
 
 /// Backs up `config`'s storage folder into `destination` (new or empty).
 pub fn backup(config: &Config, destination: &Path) -> Result<Manifest, BackupError> {
+    let destination = &crate::config::absolute(destination);
+    refuse_overlap(destination, &config.storage.dir)?;
     if destination.exists()
         && fs::read_dir(destination)
             .map_err(io("list", destination))?
@@ -192,6 +198,9 @@ pub fn backup(config: &Config, destination: &Path) -> Result<Manifest, BackupErr
 /// there is replaced) and not in use by a running gateway. Every file is checked against the
 /// manifest as it is copied.
 pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, BackupError> {
+    let source = &crate::config::absolute(source);
+    // `--force` empties the storage folder: a backup inside it would go with it.
+    refuse_overlap(source, &config.storage.dir)?;
     let manifest_path = source.join(MANIFEST);
     let text = fs::read(&manifest_path).map_err(io("read", &manifest_path))?;
     let manifest: Manifest =
@@ -214,11 +223,14 @@ pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, 
             &copy_file(&source.join(&entry.path), None)?.sha256,
         )?;
     }
+    // The lock file and folders without a file in them (`tmp/` and the shard folders a
+    // `doctor` or a failed start made) hold nothing to lose.
     let occupied: Vec<PathBuf> = fs::read_dir(storage)
         .map_err(io("list", storage))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.file_name().is_some_and(|n| n != crate::spool::LOCK_FILE))
+        .filter(|p| !p.is_dir() || holds_a_file(p))
         .collect();
     if !occupied.is_empty() {
         if !force {
@@ -241,6 +253,40 @@ pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, 
     }
     sync_tree(storage)?;
     Ok(manifest)
+}
+
+/// Refuses a backup folder inside the storage folder or around it (either would copy a
+/// folder into itself, and a forced restore would empty the backup it reads from).
+fn refuse_overlap(backup: &Path, storage: &Path) -> Result<(), BackupError> {
+    let (b, s) = (resolved(backup), resolved(storage));
+    if b.starts_with(&s) || s.starts_with(&b) {
+        return Err(BackupError::Overlaps {
+            backup: backup.to_path_buf(),
+            storage: storage.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// `path` with symbolic links resolved as far as it exists (a new backup folder does not yet).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => resolved(parent).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Whether a file is anywhere under `dir`.
+fn holds_a_file(dir: &Path) -> bool {
+    fs::read_dir(dir).map_or(true, |entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let path = e.path();
+            !path.is_dir() || holds_a_file(&path)
+        })
+    })
 }
 
 fn manifest_entries(manifest: &Manifest) -> impl Iterator<Item = &Entry> {

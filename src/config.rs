@@ -1588,7 +1588,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = parse("[listener]\nae_tittle = \"X\"\n").expect_err("typo");
-        assert!(err.to_string().contains("ae_tittle"), "{err}");
+        // What the operator reads: the error with its causes.
+        let text = crate::error_chain(&err);
+        assert!(text.contains("ae_tittle"), "{text}");
     }
 
     #[test]

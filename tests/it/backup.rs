@@ -174,3 +174,78 @@ fn a_backup_taken_during_an_upload_restores_every_acknowledged_instance_and_reas
     other.start();
     assert_eq!(other.count("SELECT count(*) FROM instances"), instances);
 }
+
+#[test]
+fn backups_live_outside_the_storage_folder_and_a_folder_doctor_touched_counts_as_empty() {
+    let mut app = App::spawn();
+    let mut spec = StudySpec::planning_ct(3, 493);
+    spec.with_rt_objects = false;
+    app.send_study(&spec);
+    let data = app.data_dir();
+
+    // Inside the storage folder: refused, nothing made.
+    let inside = data.join("mybackup");
+    let refused = app.cli(&["backup", inside.to_str().expect("path")]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("one inside the other"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!inside.exists(), "no folder made");
+
+    // A good backup, then a copy of it put inside the storage folder: a forced restore from
+    // there would empty the folder it reads from. Refused, and the gateway's data untouched.
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let backup = backup_dir.path().join("b");
+    assert_success(
+        &app.cli(&["backup", backup.to_str().expect("path")]),
+        "backup",
+    );
+    let copied = data.join("copied-backup");
+    let cp = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&backup)
+        .arg(&copied)
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+    app.signal("TERM");
+    assert!(app.wait_exit().success());
+    let refused = app.cli(&["restore", copied.to_str().expect("path"), "--force"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("one inside the other"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        copied.join("manifest.json").exists(),
+        "the copy is still there"
+    );
+    assert!(data.join("simgate.db").exists(), "the index is still there");
+    app.start();
+    assert_eq!(app.count("SELECT count(*) FROM instances"), 3);
+
+    // A new gateway's folder that only `doctor` has looked at (it leaves `tmp/` behind) is
+    // empty enough to restore into without --force.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let mut other = App::spawn_in(fresh.path(), "");
+    other.signal("TERM");
+    assert!(other.wait_exit().success());
+    for entry in std::fs::read_dir(fresh.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != "simgate.lock") {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove");
+            } else {
+                std::fs::remove_file(&path).expect("remove");
+            }
+        }
+    }
+    let _ = other.cli(&["doctor"]);
+    let restored = other.cli(&["restore", backup.to_str().expect("path")]);
+    assert_success(&restored, "restore into a folder doctor touched");
+    other.start();
+    assert_eq!(other.count("SELECT count(*) FROM instances"), 3);
+}
