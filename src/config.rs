@@ -529,6 +529,22 @@ fn differing_keys(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<
 
 /// `path` made absolute (from the working folder) with `.` and `..` taken out, without
 /// following links: what an operator reads in errors and in `check-config`.
+/// `[log] level`: comma-separated directives, each a level or `module=level`. The filter's
+/// own parser takes a bare word for a module name, so `"warning"` would keep only the lines
+/// of a module called "warning", that is none, and say nothing: a bare word must be a level.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::LevelFilter;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if level.parse::<LevelFilter>().is_err() {
+            return Err(format!("{level:?} is not a level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 pub fn absolute(path: &Path) -> PathBuf {
     let joined = if path.is_absolute() {
         path.to_path_buf()
@@ -962,11 +978,12 @@ impl Resolver<'_> {
                     .map_err(|problem| self.invalid("http.time_zone", problem))?,
             },
         };
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        if let Err(problem) = check_log_filter(&raw.log.level) {
             return Err(self.invalid(
                 "log.level",
                 format!(
-                    "{:?} is not a log filter ({e}); write e.g. \"info,simgate::forward=debug\"",
+                    "{:?}: {problem}; write a level (error, warn, info, debug, trace, off) or \
+                     e.g. \"info,simgate::forward=debug\"",
                     raw.log.level
                 ),
             ));
@@ -1591,6 +1608,19 @@ mod tests {
         // What the operator reads: the error with its causes.
         let text = crate::error_chain(&err);
         assert!(text.contains("ae_tittle"), "{text}");
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_level_is_refused_with_its_key() {
+        for good in ["info", "warn,simgate::forward=debug", "simgate=trace", " off "] {
+            let text = format!("[listener]\n[log]\nlevel = {good:?}\n");
+            assert!(parse(&text).is_ok(), "{good}");
+        }
+        for bad in ["warning", "loud", "info,simgate::forward=verbose"] {
+            let text = format!("[listener]\n[log]\nlevel = {bad:?}\n");
+            let err = crate::error_chain(&parse(&text).expect_err(bad));
+            assert!(err.contains("log.level") && err.contains("is not a level"), "{err}");
+        }
     }
 
     #[test]

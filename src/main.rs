@@ -364,6 +364,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })?),
             };
+            if let Some(day) = since.as_deref().filter(|d| !simgate::clock::is_date(d)) {
+                anyhow::bail!(
+                    "--since {day:?}: write a date as YYYY-MM-DD (the day a study was first received)"
+                );
+            }
             simgate::cli::studies(
                 &Config::load(&config)?,
                 simgate::store::studies::StudyQuery {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use simgate_synth::{self as synth, StudySpec};
 
-use crate::support::{App, assert_success};
+use crate::support::{App, assert_success, text};
 
 #[test]
 fn studies_and_study_list_what_was_received_as_table_and_json() {
@@ -27,6 +27,17 @@ fn studies_and_study_list_what_was_received_as_table_and_json() {
     assert_eq!(s["series_count"], 4);
     assert_eq!(s["instance_count"], 8);
     assert_eq!(s["station_names"][0], spec.station_name.as_str());
+
+    // --since: the day received, today's finds it; a date not written YYYY-MM-DD (the DICOM
+    // form, a day that does not exist) is refused rather than matching nothing.
+    let today = app.cli(&["studies", "--json", "--since", &simgate::clock::today()]);
+    assert_success(&today, "simgate studies --since today");
+    assert!(text(&today).contains(&study.study_instance_uid), "{}", text(&today));
+    for bad in ["20261201", "2026-12-32", "yesterday"] {
+        let refused = app.cli(&["studies", "--since", bad]);
+        assert!(!refused.status.success(), "--since {bad}");
+        assert!(text(&refused).contains("YYYY-MM-DD"), "{}", text(&refused));
+    }
 
     let table = app.cli(&["studies"]);
     assert_success(&table, "simgate studies");
