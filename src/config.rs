@@ -535,7 +535,9 @@ fn differing_keys(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<
 fn check_log_filter(filter: &str) -> Result<(), String> {
     use tracing_subscriber::filter::LevelFilter;
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
         if level.parse::<LevelFilter>().is_err() {
             return Err(format!("{level:?} is not a level"));
         }
@@ -1612,14 +1614,22 @@ mod tests {
 
     #[test]
     fn a_log_level_that_is_no_level_is_refused_with_its_key() {
-        for good in ["info", "warn,simgate::forward=debug", "simgate=trace", " off "] {
+        for good in [
+            "info",
+            "warn,simgate::forward=debug",
+            "simgate=trace",
+            " off ",
+        ] {
             let text = format!("[listener]\n[log]\nlevel = {good:?}\n");
             assert!(parse(&text).is_ok(), "{good}");
         }
         for bad in ["warning", "loud", "info,simgate::forward=verbose"] {
             let text = format!("[listener]\n[log]\nlevel = {bad:?}\n");
             let err = crate::error_chain(&parse(&text).expect_err(bad));
-            assert!(err.contains("log.level") && err.contains("is not a level"), "{err}");
+            assert!(
+                err.contains("log.level") && err.contains("is not a level"),
+                "{err}"
+            );
         }
     }
 

@@ -336,6 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { quiet } => {
             let resolved = Config::load(&config)?;
             let (names, kinds) = simgate::service::rules::check_files(&resolved.naming)?;
+            simgate::app::check_tls(&resolved)?;
             if quiet {
                 return Ok(());
             }

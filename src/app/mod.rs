@@ -60,7 +60,7 @@ pub enum AppError {
     #[error("{key}: TLS")]
     Tls {
         /// The config table whose files these are.
-        key: &'static str,
+        key: String,
         #[source]
         source: crate::tls::TlsError,
     },
@@ -122,6 +122,51 @@ fn serve_http_apart(
 const INDEX_QUEUE: usize = 1024;
 
 /// `simgate serve`: loads the config, binds, handles signals and runs until stopped.
+/// Reads every certificate, key and CA the config names (the DICOM listener's and the web
+/// side's server configurations, returned, and each destination's client one): `serve` at
+/// start and `check-config` (the unit's ExecStartPre) refuse a file that cannot be used, with
+/// its config table.
+pub fn check_tls(
+    config: &Config,
+) -> Result<
+    (
+        Option<Arc<rustls::ServerConfig>>,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
+    AppError,
+> {
+    let dicom = match &config.listener.tls {
+        Some(t) => Some(
+            crate::tls::server_config(&t.certificate, &t.private_key, t.client_ca.as_deref())
+                .map_err(|source| AppError::Tls {
+                    key: "listener.tls".into(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let http = match &config.http.tls {
+        Some(t) => Some(
+            crate::tls::server_config(&t.certificate, &t.private_key, None).map_err(|source| {
+                AppError::Tls {
+                    key: "http.tls".into(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
+    for destination in &config.destinations {
+        crate::forward::scu::ClientTls::for_destination(destination).map_err(|source| {
+            AppError::Tls {
+                key: format!("destinations {:?} tls", destination.name),
+                source,
+            }
+        })?;
+    }
+    Ok((dicom, http))
+}
+
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let config = Arc::new(Config::load(&config_path)?);
     // Before anything touches the storage folder or the database: one gateway per folder.
@@ -132,31 +177,13 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
             .map_err(|source| AppError::Bind { address, source })
     };
     // Certificates and keys are read now: a wrong path stops the start with its name.
-    let dicom_tls = match &config.listener.tls {
-        Some(t) => Some(crate::scp::TlsListener {
-            config: crate::tls::server_config(
-                &t.certificate,
-                &t.private_key,
-                t.client_ca.as_deref(),
-            )
-            .map_err(|source| AppError::Tls {
-                key: "listener.tls",
-                source,
-            })?,
+    let (dicom_tls_config, http_tls) = check_tls(&config)?;
+    let dicom_tls = match (&config.listener.tls, dicom_tls_config) {
+        (Some(t), Some(tls)) => Some(crate::scp::TlsListener {
+            config: tls,
             listener: bind(t.bind).await?,
         }),
-        None => None,
-    };
-    let http_tls = match &config.http.tls {
-        Some(t) => Some(
-            crate::tls::server_config(&t.certificate, &t.private_key, None).map_err(|source| {
-                AppError::Tls {
-                    key: "http.tls",
-                    source,
-                }
-            })?,
-        ),
-        None => None,
+        _ => None,
     };
     let listeners = Listeners {
         dicom: bind(config.listener.bind).await?,

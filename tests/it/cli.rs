@@ -32,7 +32,11 @@ fn studies_and_study_list_what_was_received_as_table_and_json() {
     // form, a day that does not exist) is refused rather than matching nothing.
     let today = app.cli(&["studies", "--json", "--since", &simgate::clock::today()]);
     assert_success(&today, "simgate studies --since today");
-    assert!(text(&today).contains(&study.study_instance_uid), "{}", text(&today));
+    assert!(
+        text(&today).contains(&study.study_instance_uid),
+        "{}",
+        text(&today)
+    );
     for bad in ["20261201", "2026-12-32", "yesterday"] {
         let refused = app.cli(&["studies", "--since", bad]);
         assert!(!refused.status.success(), "--since {bad}");
@@ -152,6 +156,39 @@ fn a_missing_file_named_by_the_config_is_reported_with_its_key_and_absolute_path
     let path = root_path.join("etc/rules/series.toml");
     assert!(
         err.contains("naming.series_rules") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_refuses_tls_files_that_cannot_be_read() {
+    // ExecStartPre runs check-config: a missing certificate must stop it there, not pass it
+    // and fail the start in a restart loop.
+    let root = installed_config("");
+    let config = root.path().join("etc/simgate.toml");
+    let text_of = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text_of.replace(
+            "[listener]\n",
+            "[listener]\n[listener.tls]\nbind = \"127.0.0.1:0\"\ncertificate = \"tls/simgate.crt\"\nprivate_key = \"tls/simgate.key\"\n",
+        ),
+    )
+    .expect("config");
+    let output = simgate()
+        .args(["check-config", "--quiet", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    let missing = root
+        .path()
+        .canonicalize()
+        .expect("root")
+        .join("etc/tls/simgate.crt");
+    assert!(
+        err.contains("listener.tls") && err.contains(&missing.display().to_string()),
         "{err}"
     );
 }
