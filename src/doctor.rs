@@ -68,6 +68,11 @@ pub async fn run(config_path: &Path) -> Report {
             return report;
         }
     };
+    // What check-config reads beside the file itself: the lists and rules it names.
+    if let Err(e) = crate::service::rules::check_files(&config.naming) {
+        report.add("config", State::Problem, crate::error_chain(&e));
+        return report;
+    }
     report.add(
         "config",
         State::Ok,

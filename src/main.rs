@@ -520,6 +520,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut *stdout, &report)?;
                 writeln!(stdout)?;
             } else {
+                let width = report
+                    .checks
+                    .iter()
+                    .map(|c| c.check.len())
+                    .max()
+                    .unwrap_or(0);
                 for check in &report.checks {
                     let state = match check.state {
                         simgate::doctor::State::Ok => "ok     ",
@@ -530,11 +536,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .milliseconds
                         .map(|ms| format!(" ({ms} ms)"))
                         .unwrap_or_default();
-                    writeln!(
-                        stdout,
-                        "{state}  {:<28} {}{took}",
-                        check.check, check.detail
-                    )?;
+                    // A detail of several lines (a parse error) goes on under its column.
+                    let detail = check
+                        .detail
+                        .trim_end()
+                        .replace('\n', &format!("\n{:1$}", "", width + 10));
+                    writeln!(stdout, "{state}  {:<width$} {detail}{took}", check.check)?;
                 }
             }
             stdout.flush()?;

@@ -60,7 +60,7 @@ impl SeriesVerdict {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("series rules: {0}")]
+    #[error("series rules")]
     Syntax(#[from] toml::de::Error),
     #[error("series rules: kind `{kind}`: {field} is not a valid pattern")]
     Pattern {

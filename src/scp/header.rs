@@ -77,7 +77,7 @@ pub struct InstanceHeader {
 /// Why a header could not be read; each becomes a 0xC000-range status with this text.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
-    #[error("malformed data set: {0}")]
+    #[error("malformed data set")]
     Structure(#[from] scan::ScanError),
     #[error("transfer syntax {0} is not known")]
     UnknownTransferSyntax(String),

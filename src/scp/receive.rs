@@ -324,7 +324,13 @@ impl InstanceReceiver {
         };
         let header = match InstanceHeader::parse(&header_bytes, &self.request.transfer_syntax_uid) {
             Ok(header) => header,
-            Err(e) => return StoreResult::failure(Status::CANNOT_UNDERSTAND, e.to_string(), bytes),
+            Err(e) => {
+                return StoreResult::failure(
+                    Status::CANNOT_UNDERSTAND,
+                    crate::error_chain(&e),
+                    bytes,
+                );
+            }
         };
         if header.sop_class_uid != self.request.affected_sop_class_uid {
             return StoreResult::failure(

@@ -25,7 +25,7 @@ pub enum RulesLoadError {
     },
     #[error(transparent)]
     Playbook(#[from] PlaybookError),
-    #[error("{path}")]
+    #[error("naming.series_rules: {path}")]
     Rules {
         path: PathBuf,
         #[source]

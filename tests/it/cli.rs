@@ -229,6 +229,26 @@ fn a_config_syntax_error_is_shown_once_on_its_own_lines_with_the_caret() {
         "{err}"
     );
     assert!(lines[1..].iter().all(|l| l.starts_with("    ")), "{err}");
+
+    // The same for the series rules the config names; and doctor, which reads them too, finds
+    // the problem check-config finds.
+    let root = installed_config("[naming]\nseries_rules = \"series.toml\"\n");
+    std::fs::write(root.path().join("etc/series.toml"), "[[kind]]\nname = \n").expect("rules");
+    for command in ["check-config", "doctor"] {
+        let output = simgate()
+            .current_dir(root.path())
+            .args([command, "--config", "etc/simgate.toml"])
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{command}");
+        let said = text(&output);
+        assert_eq!(
+            said.matches("TOML parse error").count(),
+            1,
+            "{command}: {said}"
+        );
+        assert!(said.contains("naming.series_rules"), "{command}: {said}");
+    }
 }
 
 #[test]
