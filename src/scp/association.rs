@@ -73,13 +73,26 @@ impl AccessControl for AeTitlePolicy {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
+        // The titles go in the log (the "association refused" line that follows has the
+        // peer's address): they are what an operator adding a simulator needs to see.
         if self.require_called_ae_title && called_ae_title.trim() != this_ae_title.trim() {
+            tracing::info!(
+                called_ae_title = %printable(called_ae_title),
+                calling_ae_title = %printable(calling_ae_title),
+                listener_ae_title = %printable(this_ae_title),
+                "called AE title is not listener.ae_title"
+            );
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         let allowed = self.allowed_calling_ae_titles.is_empty()
             || AeTitle::parse(calling_ae_title)
                 .is_ok_and(|ae| self.allowed_calling_ae_titles.contains(&ae));
         if !allowed {
+            tracing::info!(
+                calling_ae_title = %printable(calling_ae_title),
+                called_ae_title = %printable(called_ae_title),
+                "calling AE title is not in listener.allowed_calling_ae_titles"
+            );
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())

@@ -33,6 +33,9 @@ fn calling_ae_outside_the_allow_list_is_rejected() {
         "echoscu should report the rejection reason: {}",
         text(&refused)
     );
+    // The log names the refused title, which the operator adding a simulator needs.
+    let line = app.wait_for_log("calling AE title is not in listener.allowed_calling_ae_titles");
+    assert!(line.contains("INTRUDER"), "{line}");
 }
 
 #[test]
@@ -45,6 +48,8 @@ fn a_wrong_called_ae_title_is_rejected() {
         "{}",
         text(&refused)
     );
+    let line = app.wait_for_log("called AE title is not listener.ae_title");
+    assert!(line.contains("NOTSIMGATE") && line.contains("CTSIM"), "{line}");
 }
 
 /// Sends a 100-slice planning CT with RT Structure Set, Plan and Dose in one association and
