@@ -529,6 +529,24 @@ fn differing_keys(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<
 
 /// `path` made absolute (from the working folder) with `.` and `..` taken out, without
 /// following links: what an operator reads in errors and in `check-config`.
+/// What is wrong with a web user's name, if anything: it must be one that can sign in (HTTP
+/// Basic credentials end the name at the first colon) and that a log line shows as typed.
+pub fn user_name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        Some("a user name cannot be empty".into())
+    } else if name.contains(':') {
+        Some(format!(
+            "user name {name:?} has a colon, which HTTP Basic sign-in cannot carry"
+        ))
+    } else if name.trim() != name || name.chars().any(char::is_control) {
+        Some(format!(
+            "user name {name:?} has spaces around it or control characters"
+        ))
+    } else {
+        None
+    }
+}
+
 /// `[log] level`: comma-separated directives, each a level or `module=level`. The filter's
 /// own parser takes a bare word for a module name, so `"warning"` would keep only the lines
 /// of a module called "warning", that is none, and say nothing: a bare word must be a level.
@@ -930,10 +948,13 @@ impl Resolver<'_> {
         }
         let mut names = BTreeSet::new();
         for user in &h.users {
-            if user.name.trim().is_empty() || !names.insert(user.name.clone()) {
+            if let Some(problem) = user_name_problem(&user.name) {
+                return Err(self.invalid("http.users", problem));
+            }
+            if !names.insert(user.name.clone()) {
                 return Err(self.invalid(
                     "http.users",
-                    format!("user name {:?} is empty or appears twice", user.name),
+                    format!("user name {:?} appears twice", user.name),
                 ));
             }
             if !user.password_hash.starts_with("$argon2") {

@@ -37,7 +37,8 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (DICOM listener, forwarders, web pages) until SIGTERM or Ctrl-C. SIGHUP
-    /// re-reads the allow-lists, reserve_free_bytes and the naming rules.
+    /// applies the config's users, destinations, naming rules, allow-lists and
+    /// reserve_free_bytes without a restart, and names the changed keys that need one.
     Serve,
     /// Validate a configuration file and print it fully resolved (defaults filled in).
     CheckConfig {
@@ -111,8 +112,10 @@ enum Command {
     },
     /// Send a whole study to a destination again.
     Forward {
+        /// Study Instance UID.
         #[arg(long)]
         study: String,
+        /// A name from [[destinations]].
         #[arg(long)]
         destination: String,
     },
@@ -128,6 +131,7 @@ enum Command {
     /// one consistent moment) and every spool file, with manifest.json (sizes and SHA-256).
     /// Safe while the gateway runs and receives.
     Backup {
+        /// A new or empty folder outside the storage folder.
         destination: PathBuf,
         /// Print the manifest as JSON instead of a summary.
         #[arg(long)]
@@ -137,6 +141,7 @@ enum Command {
     /// manifest. The folder must be empty (or --force: what is there is replaced) and no
     /// gateway may be running on it.
     Restore {
+        /// A folder `simgate backup` made (it holds manifest.json).
         source: PathBuf,
         /// Replace what the storage folder holds.
         #[arg(long)]
@@ -148,8 +153,8 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Count G9318, G9319 and G9320 and the conformance rate for studies first received
-    /// between two dates.
+    /// Count G9318, G9319 and G9320 and the conformance rate for the studies of a range of
+    /// days (their Study Date, or with --date received the day first received).
     Report {
         /// First day (YYYY-MM-DD), inclusive.
         #[arg(long)]
@@ -177,6 +182,7 @@ enum Command {
 enum UserCommand {
     /// Print a [[http.users]] entry for NAME; the password is read from standard input.
     Add {
+        /// The sign-in name (no colon, no spaces around it).
         name: String,
         /// viewer, physician (documents reasons) or admin (also queue actions).
         #[arg(long, default_value = "physician")]
@@ -191,8 +197,10 @@ enum UserCommand {
 enum QueueCommand {
     /// Queue instances again: those of one study (not yet sent), or every dead letter.
     Retry {
+        /// The instances of this study (Study Instance UID) not yet sent.
         #[arg(long, required_unless_present = "dead", conflicts_with = "dead")]
         study: Option<String>,
+        /// Every dead letter (instances a destination refused or that ran out of retries).
         #[arg(long)]
         dead: bool,
         /// Only this destination (a name from [[destinations]]).
@@ -453,7 +461,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !["viewer", "physician", "admin"].contains(&role.as_str()) {
                 anyhow::bail!("--role {role:?}: use viewer, physician or admin");
             }
+            if let Some(problem) = simgate::config::user_name_problem(&name) {
+                anyhow::bail!("{problem}");
+            }
             let password = read_new_password(&name)?;
+            if password.is_empty() {
+                anyhow::bail!("no password given (a terminal, or one line on standard input)");
+            }
             if password.chars().count() < 8 {
                 anyhow::bail!("the password must have at least 8 characters");
             }

@@ -424,3 +424,40 @@ fn a_missing_tls_certificate_is_reported_with_its_table_and_absolute_path() {
         "{err}"
     );
 }
+
+#[test]
+fn user_add_refuses_names_that_cannot_sign_in_and_an_empty_password() {
+    let add = |name: &str, input: &str| {
+        let mut child = simgate()
+            .args(["user", "add", name])
+            .env("SIMGATE_CONFIG", "/nonexistent")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    for (name, why) in [("", "empty"), ("ops:night", "colon"), (" bob", "spaces")] {
+        let output = add(name, "correct horse\n");
+        assert!(!output.status.success(), "{name:?}");
+        assert!(text(&output).contains(why), "{name:?}: {}", text(&output));
+        assert!(output.stdout.is_empty(), "no entry printed for {name:?}");
+    }
+    let output = add("bob", "");
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no password given"),
+        "{}",
+        text(&output)
+    );
+    let output = add("bob", "correct horse\n");
+    assert_success(&output, "user add bob");
+}

@@ -49,7 +49,10 @@ fn a_wrong_called_ae_title_is_rejected() {
         text(&refused)
     );
     let line = app.wait_for_log("called AE title is not listener.ae_title");
-    assert!(line.contains("NOTSIMGATE") && line.contains("CTSIM"), "{line}");
+    assert!(
+        line.contains("NOTSIMGATE") && line.contains("CTSIM"),
+        "{line}"
+    );
 }
 
 /// Sends a 100-slice planning CT with RT Structure Set, Plan and Dose in one association and
