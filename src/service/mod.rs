@@ -74,6 +74,11 @@ pub enum ServiceError {
          (add one with `simgate user add`)"
     )]
     UnknownUser(String),
+    #[error(
+        "you are the operating-system user {0}, who is not a user in [[http.users]]: say who \
+         documents it with --by NAME"
+    )]
+    UnknownOsUser(String),
     #[error("cannot load the naming rules")]
     Rules(#[from] rules::RulesLoadError),
     #[error(transparent)]
@@ -107,9 +112,9 @@ impl ServiceError {
             | ServiceError::NoStudies
             | ServiceError::TooManyStudies(_) => ErrorKind::Invalid,
             ServiceError::UnknownStudy(_) | ServiceError::NothingHeld => ErrorKind::NotFound,
-            ServiceError::NotPermitted { .. } | ServiceError::UnknownUser(_) => {
-                ErrorKind::Forbidden
-            }
+            ServiceError::NotPermitted { .. }
+            | ServiceError::UnknownUser(_)
+            | ServiceError::UnknownOsUser(_) => ErrorKind::Forbidden,
             ServiceError::Rules(_) | ServiceError::Store(_) => ErrorKind::Internal,
         }
     }
@@ -125,10 +130,41 @@ pub struct Author {
     pub from: String,
 }
 
-fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+/// The operating-system user running this command: the name the user database gives the
+/// process's real user ID (not `$USER`, which the caller sets as it likes, or leaves unset
+/// under `sudo -u`, cron and systemd), with the ID itself when no name is known.
+pub fn os_user() -> OsUser {
+    let uid = rustix::process::getuid().as_raw();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| user_of_uid(&passwd, uid));
+    OsUser { uid, name }
+}
+
+/// The name `/etc/passwd` gives `uid`.
+fn user_of_uid(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// An operating-system user, as the audit log names them.
+#[derive(Debug, Clone)]
+pub struct OsUser {
+    pub uid: u32,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for OsUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} (uid {})", self.uid),
+            None => write!(f, "uid {}", self.uid),
+        }
+    }
 }
 
 impl Author {
@@ -136,13 +172,22 @@ impl Author {
     /// operating-system user, who must be one of the configured users. Free text is refused.
     pub fn for_cli(config: &Config, by: Option<&str>) -> Result<Author, ServiceError> {
         let os_user = os_user();
-        let name = by.map(str::trim).unwrap_or(&os_user);
+        let name = match by.map(str::trim) {
+            Some(name) => name.to_string(),
+            None => os_user
+                .name
+                .clone()
+                .ok_or_else(|| ServiceError::UnknownOsUser(os_user.to_string()))?,
+        };
         let user = config
             .http
             .users
             .iter()
             .find(|u| u.name == name)
-            .ok_or_else(|| ServiceError::UnknownUser(name.to_string()))?;
+            .ok_or_else(|| match by {
+                Some(_) => ServiceError::UnknownUser(name.clone()),
+                None => ServiceError::UnknownOsUser(os_user.to_string()),
+            })?;
         Ok(Author {
             user_name: user.name.clone(),
             role: user.role,
@@ -1026,4 +1071,27 @@ fn judge_study(
     let (facts, series_uids) = db.study_facts(study)?;
     let verdict = naming.evaluate(&facts);
     db.record_verdict(study, &verdict, &series_uids, cause, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_os_user_is_named_by_the_user_database_not_the_environment() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      # a comment\n\
+                      simgate:x:998:998::/var/lib/simgate:/usr/sbin/nologin\n";
+        assert_eq!(user_of_uid(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_of_uid(passwd, 998).as_deref(), Some("simgate"));
+        assert_eq!(user_of_uid(passwd, 1000), None);
+        let nameless = OsUser {
+            uid: 1000,
+            name: None,
+        };
+        assert_eq!(nameless.to_string(), "uid 1000");
+        // This process: the name of its real user ID, whatever $USER says.
+        let me = os_user();
+        assert_eq!(me.uid, rustix::process::getuid().as_raw());
+    }
 }

@@ -461,3 +461,40 @@ fn user_add_refuses_names_that_cannot_sign_in_and_an_empty_password() {
     let output = add("bob", "correct horse\n");
     assert_success(&output, "user add bob");
 }
+
+#[test]
+fn a_reason_without_by_is_documented_by_the_process_s_user_whatever_user_says() {
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id");
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    assert_ne!(me, "curie");
+    let users = format!(
+        "{}{}",
+        crate::support::configured_user(&me, "physician"),
+        crate::support::configured_user("curie", "physician")
+    );
+    let app = App::spawn_full("", "", "", &users);
+    let mut spec = StudySpec::planning_ct(2, 494);
+    spec.with_rt_objects = false;
+    spec.study_description = "BREAST SIM LOCAL".into();
+    let study = app.send_study(&spec);
+    // $USER names someone else: the audit must not take its word.
+    let output = simgate()
+        .args([
+            "reason", &study, "--code", "other", "--note", "who am I", "--config",
+        ])
+        .arg(&app.config_path)
+        .env("USER", "curie")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("run");
+    assert_success(&output, "simgate reason without --by");
+    let detail = app.cli(&["study", &study, "--json"]);
+    let detail: serde_json::Value = serde_json::from_slice(&detail.stdout).expect("JSON");
+    assert_eq!(
+        detail["naming"]["reasons"][0]["documented_by"], me,
+        "{detail}"
+    );
+}
