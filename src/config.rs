@@ -473,6 +473,16 @@ impl Config {
         live.storage.reserve_free_bytes = next.storage.reserve_free_bytes;
         live.naming = next.naming.clone();
         live.destinations = next.destinations.clone();
+        // A destination called as the listener's AE title (its default) keeps the running
+        // listener's title: a new listener.ae_title applies after a restart, to both at once,
+        // so a TPS never sees simgate call as a title it does not yet answer to.
+        if next.listener.ae_title != self.listener.ae_title {
+            for destination in &mut live.destinations {
+                if destination.calling_ae_title == next.listener.ae_title {
+                    destination.calling_ae_title = self.listener.ae_title.clone();
+                }
+            }
+        }
         live.http.users = next.http.users.clone();
         let mut restart = Vec::new();
         match (toml::Value::try_from(&live), toml::Value::try_from(next)) {
@@ -1683,5 +1693,29 @@ mod tests {
         assert_eq!(restart, vec!["listener.bind".to_string()]);
         let (_, none) = running.reloaded(&running);
         assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn a_new_listener_ae_title_waits_for_the_restart_in_the_destinations_too() {
+        let destination =
+            "[[destinations]]\nname = \"tps\"\nae_title = \"TPS\"\naddress = \"10.0.0.2:104\"\n";
+        let running = parse(&format!(
+            "[listener]\nae_title = \"SIMGATE\"\n{destination}"
+        ))
+        .expect("config");
+        let next = parse(&format!(
+            "[listener]\nae_title = \"SIMGATE2\"\n{destination}"
+        ))
+        .expect("config");
+        assert_eq!(next.destinations[0].calling_ae_title.as_str(), "SIMGATE2");
+        let (live, restart) = running.reloaded(&next);
+        // The destinations' calling title is part of what waits for the restart.
+        assert_eq!(restart, vec!["destinations", "listener.ae_title"]);
+        assert_eq!(live.listener.ae_title.as_str(), "SIMGATE");
+        assert_eq!(live.destinations[0].calling_ae_title.as_str(), "SIMGATE");
+        assert_eq!(
+            live.destinations, running.destinations,
+            "unchanged: its forwarder is not restarted"
+        );
     }
 }
