@@ -203,7 +203,7 @@ pub fn studies(
             }
             writeln!(
                 out,
-                "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  FINDINGS / SUGGESTIONS",
+                "{:<23}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  FINDINGS / SUGGESTIONS",
                 "STATUS",
                 "SAFETY",
                 "WAITING",
@@ -219,12 +219,12 @@ pub fn studies(
                 let suggestions = suggestions_text(&s.items.suggestions);
                 writeln!(
                     out,
-                    "{:<17}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  {}{}",
+                    "{:<23}  {:<14}  {:>8}  {:<20}  {:<8}  {:<10}  {:<28}  {:<3}  {:<64}  {}{}",
                     format!("{} {}", s.hcpcs, status_text(s.status)),
                     safety_text(s.safety_findings, s.held_instances),
                     s.waiting().map(human_duration).unwrap_or_default(),
                     clip(&patient(&s.patient_name, &s.patient_id), 20),
-                    s.study_date,
+                    clip(&s.study_date, 8),
                     clip(&s.station_names.join(","), 10),
                     clip(&s.study_description, 28),
                     if s.rt_planning { "yes" } else { "" },
@@ -311,7 +311,10 @@ fn patient(name: &str, id: &str) -> String {
     }
 }
 
+/// `text` escaped for the terminal (as the writer would), then cut to `width` characters:
+/// escaping after padding would push the rest of the row out of its columns.
 fn clip(text: &str, width: usize) -> String {
+    let text = crate::output::escape(text);
     if text.chars().count() <= width {
         text.to_string()
     } else {
@@ -494,7 +497,7 @@ fn write_study_detail(out: &mut impl Write, d: &StudyDetail) -> std::io::Result<
                 .series_number
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
-            series.modality,
+            clip(&series.modality, 8),
             clip(&series.series_description, 32),
             clip(&series.protocol_name, 24),
             series.instance_count,
@@ -927,13 +930,13 @@ pub fn queue(
         writeln!(out)?;
         writeln!(
             out,
-            "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  LAST ERROR / SENT AS",
+            "{:<16}  {:<64}  {:<9}  {:>9}  {:<24}  LAST ERROR / SENT AS",
             "DESTINATION", "STUDY INSTANCE UID", "STATE", "INSTANCES", "OLDEST QUEUED"
         )?;
         for s in &studies {
             writeln!(
                 out,
-                "{:<16}  {:<44}  {:<9}  {:>9}  {:<24}  {}",
+                "{:<16}  {:<64}  {:<9}  {:>9}  {:<24}  {}",
                 s.destination,
                 s.study_instance_uid,
                 s.state.as_str(),

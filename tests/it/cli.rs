@@ -498,3 +498,58 @@ fn a_reason_without_by_is_documented_by_the_process_s_user_whatever_user_says() 
         "{detail}"
     );
 }
+
+#[test]
+fn the_studies_table_keeps_its_columns_with_escaped_values_and_the_longest_status() {
+    let app = App::spawn_full(
+        "",
+        "",
+        "",
+        &crate::support::configured_user("curie", "physician"),
+    );
+    let mut spec = StudySpec::planning_ct(2, 495);
+    spec.with_rt_objects = false;
+    spec.study_description = "Evil \u{1b}[31mRED".into();
+    let hostile = app.send_study(&spec);
+    let mut spec = StudySpec::planning_ct(2, 496);
+    spec.with_rt_objects = false;
+    spec.study_description = "BREAST SIM LOCAL".into();
+    let documented = app.send_study(&spec);
+    assert_success(
+        &app.cli(&[
+            "reason",
+            &documented,
+            "--code",
+            "other",
+            "--note",
+            "n",
+            "--by",
+            "curie",
+        ]),
+        "reason",
+    );
+    let table = app.cli(&["studies"]);
+    assert_success(&table, "studies");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let column = |line: &str, needle: &str| {
+        line.find(needle)
+            .map(|byte| line[..byte].chars().count())
+            .unwrap_or_else(|| panic!("{needle} in {line}"))
+    };
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    let uid_column = column(header, "STUDY INSTANCE UID");
+    for (uid, line) in [&hostile, &documented].iter().map(|uid| {
+        (
+            uid,
+            table
+                .lines()
+                .find(|l| l.contains(uid.as_str()))
+                .expect("row"),
+        )
+    }) {
+        assert_eq!(column(line, uid), uid_column, "{table}");
+        assert!(!line.contains('\u{1b}'), "escaped: {line}");
+    }
+    assert!(table.contains("G9320 reason-documented"), "{table}");
+}
