@@ -126,15 +126,7 @@ const INDEX_QUEUE: usize = 1024;
 /// side's server configurations, returned, and each destination's client one): `serve` at
 /// start and `check-config` (the unit's ExecStartPre) refuse a file that cannot be used, with
 /// its config table.
-pub fn check_tls(
-    config: &Config,
-) -> Result<
-    (
-        Option<Arc<rustls::ServerConfig>>,
-        Option<Arc<rustls::ServerConfig>>,
-    ),
-    AppError,
-> {
+pub fn check_tls(config: &Config) -> Result<ServerTls, AppError> {
     let dicom = match &config.listener.tls {
         Some(t) => Some(
             crate::tls::server_config(&t.certificate, &t.private_key, t.client_ca.as_deref())
@@ -164,7 +156,15 @@ pub fn check_tls(
             }
         })?;
     }
-    Ok((dicom, http))
+    Ok(ServerTls { dicom, http })
+}
+
+/// The server side of TLS, read from the config's files.
+pub struct ServerTls {
+    /// `[listener.tls]`'s.
+    pub dicom: Option<Arc<rustls::ServerConfig>>,
+    /// `[http.tls]`'s.
+    pub http: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
@@ -177,7 +177,10 @@ pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
             .map_err(|source| AppError::Bind { address, source })
     };
     // Certificates and keys are read now: a wrong path stops the start with its name.
-    let (dicom_tls_config, http_tls) = check_tls(&config)?;
+    let ServerTls {
+        dicom: dicom_tls_config,
+        http: http_tls,
+    } = check_tls(&config)?;
     let dicom_tls = match (&config.listener.tls, dicom_tls_config) {
         (Some(t), Some(tls)) => Some(crate::scp::TlsListener {
             config: tls,
