@@ -110,7 +110,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
-    /// The file this was read from, for messages.
+    /// The file this was read from, for messages (check-config says it in its header).
+    #[serde(skip)]
     pub source: PathBuf,
 }
 
@@ -242,6 +243,8 @@ pub struct SafetyConfig {
     /// A series is checked once no instance of it arrived for this long.
     #[serde(with = "humantime_serde_compat")]
     pub series_quiet_period: Duration,
+    /// Written as `[safety]` keys, as the file has them.
+    #[serde(flatten)]
     pub tolerances: Tolerances,
 }
 
@@ -769,19 +772,25 @@ impl Resolver<'_> {
             return Err(self.invalid("storage.dir", "must name a folder"));
         }
         let dir = self.path_from_base(s.dir);
-        let reserve_free_bytes = s
-            .reserve_free_bytes
-            .parse::<bytesize::ByteSize>()
-            .map_err(|e| {
-                self.invalid(
+        // A size with its unit ("2 GiB"), or a plain count of bytes.
+        let reserve_free_bytes = match &s.reserve_free_bytes {
+            toml::Value::Integer(bytes) if *bytes >= 0 => bytes.unsigned_abs(),
+            toml::Value::String(text) => text
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| {
+                    self.invalid(
+                        "storage.reserve_free_bytes",
+                        format!("{text:?} is not a size ({e}); write e.g. \"2 GiB\""),
+                    )
+                })?
+                .as_u64(),
+            other => {
+                return Err(self.invalid(
                     "storage.reserve_free_bytes",
-                    format!(
-                        "{:?} is not a size ({e}); write e.g. \"2 GiB\"",
-                        s.reserve_free_bytes
-                    ),
-                )
-            })?
-            .as_u64();
+                    format!("{other} is not a size; write e.g. \"2 GiB\" or a number of bytes"),
+                ));
+            }
+        };
         let storage = StorageConfig {
             dir,
             durability: s.durability,
@@ -1454,7 +1463,7 @@ struct RawStorage {
     #[serde(default = "defaults::durability")]
     durability: Durability,
     #[serde(default = "defaults::reserve_free_bytes")]
-    reserve_free_bytes: String,
+    reserve_free_bytes: toml::Value,
     #[serde(default = "defaults::retention")]
     retention: String,
 }
@@ -1510,8 +1519,8 @@ mod defaults {
     pub fn durability() -> Durability {
         Durability::Fsync
     }
-    pub fn reserve_free_bytes() -> String {
-        "1 GiB".into()
+    pub fn reserve_free_bytes() -> toml::Value {
+        toml::Value::String("1 GiB".into())
     }
     pub fn retention() -> String {
         "7days".into()
@@ -1669,6 +1678,14 @@ mod tests {
         let config =
             parse("[listener]\n[storage]\nreserve_free_bytes = \"2 GiB\"\n").expect("config");
         assert_eq!(config.storage.reserve_free_bytes, 2 * 1024 * 1024 * 1024);
+        let config =
+            parse("[listener]\n[storage]\nreserve_free_bytes = 1073741824\n").expect("bytes");
+        assert_eq!(config.storage.reserve_free_bytes, 1 << 30);
+        for bad in ["-1", "1.5", "\"lots\""] {
+            let text = format!("[listener]\n[storage]\nreserve_free_bytes = {bad}\n");
+            let err = crate::error_chain(&parse(&text).expect_err(bad));
+            assert!(err.contains("storage.reserve_free_bytes"), "{err}");
+        }
     }
 
     #[test]

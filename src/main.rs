@@ -355,7 +355,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             writeln!(
                 stdout,
-                "# built-in standard names: {names}; series kinds: {kinds}"
+                "# standard names: {names} ({}); series kinds: {kinds}",
+                resolved
+                    .naming
+                    .builtin_nomenclature
+                    .as_ref()
+                    .map_or("built in".to_string(), |p| format!("from {}", p.display()))
             )?;
             write!(stdout, "{}", toml::to_string_pretty(&resolved)?)?;
         }

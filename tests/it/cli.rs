@@ -91,6 +91,24 @@ fn the_shipped_config_passes_check_config() {
         .output()
         .expect("run");
     assert_success(&output, "check-config on config/simgate.toml");
+    // What it prints is itself a config, and resolves to the same values.
+    let copy = tempfile::tempdir().expect("tempdir");
+    let resolved = copy.path().join("resolved.toml");
+    std::fs::write(&resolved, &output.stdout).expect("write");
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_simgate"))
+        .args(["check-config", "--config"])
+        .arg(&resolved)
+        .output()
+        .expect("run");
+    assert_success(&again, "check-config on its own output");
+    let values = |out: &[u8]| {
+        String::from_utf8_lossy(out)
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(values(&again.stdout), values(&output.stdout));
 }
 
 fn simgate() -> std::process::Command {
