@@ -421,7 +421,18 @@ fn write_study_naming(
 
 fn write_study_safety(out: &mut impl Write, safety: &StudySafety) -> std::io::Result<()> {
     writeln!(out)?;
-    if safety.findings.is_empty() {
+    let pending = safety
+        .series_checks
+        .iter()
+        .filter(|c| c.geometry == "pending")
+        .count();
+    if safety.findings.is_empty() && pending > 0 {
+        // "none" would claim a check that has not run (it waits for the series to go quiet).
+        writeln!(
+            out,
+            "Safety findings      not checked yet ({pending} series waiting for the check)"
+        )?;
+    } else if safety.findings.is_empty() {
         writeln!(out, "Safety findings      none")?;
     }
     for f in &safety.findings {

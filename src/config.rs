@@ -97,6 +97,16 @@ pub enum Durability {
     Os,
 }
 
+impl Durability {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Os => "os",
+        }
+    }
+}
+
 /// The whole resolved configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -772,6 +782,12 @@ impl Resolver<'_> {
             return Err(self.invalid("storage.dir", "must name a folder"));
         }
         let dir = self.path_from_base(s.dir);
+        if dir.exists() && !dir.is_dir() {
+            return Err(self.invalid(
+                "storage.dir",
+                format!("{} is a file, not a folder", dir.display()),
+            ));
+        }
         // A size with its unit ("2 GiB"), or a plain count of bytes.
         let reserve_free_bytes = match &s.reserve_free_bytes {
             toml::Value::Integer(bytes) if *bytes >= 0 => bytes.unsigned_abs(),
@@ -1671,6 +1687,17 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_storage_dir_that_is_a_file_is_refused() {
+        let file = tempfile::NamedTempFile::new().expect("file");
+        let text = format!("[listener]\n[storage]\ndir = {:?}\n", file.path());
+        let err = crate::error_chain(&parse(&text).expect_err("a file"));
+        assert!(
+            err.contains("storage.dir") && err.contains("is a file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -324,7 +324,7 @@ pub async fn run(
         address = %local,
         ae_title = %config.listener.ae_title,
         storage = %config.storage.dir.display(),
-        durability = ?config.storage.durability,
+        durability = config.storage.durability.as_str(),
         "DICOM listener ready"
     );
     if let Some(t) = &dicom_tls {

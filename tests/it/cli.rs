@@ -571,3 +571,17 @@ fn the_studies_table_keeps_its_columns_with_escaped_values_and_the_longest_statu
     }
     assert!(table.contains("G9320 reason-documented"), "{table}");
 }
+
+#[test]
+fn a_study_whose_series_wait_for_the_safety_check_says_so_not_none() {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let app = App::spawn_in(storage.path(), "[safety]\nseries_quiet_period = \"1h\"\n");
+    let mut spec = StudySpec::planning_ct(2, 497);
+    spec.with_rt_objects = false;
+    let study = app.send_study(&spec);
+    let detail = app.cli(&["study", &study]);
+    assert_success(&detail, "simgate study");
+    let detail = text(&detail);
+    assert!(detail.contains("not checked yet"), "{detail}");
+    assert!(!detail.contains("Safety findings      none"), "{detail}");
+}
