@@ -130,7 +130,7 @@ fn local_checks(config: &Config) -> Vec<Check> {
             report.add(
                 "free-space",
                 state,
-                format!("{} free, reserve {}: {verdict}", gib(free), gib(reserve)),
+                format!("{} free, reserve {}: {verdict}", size(free), size(reserve)),
             );
         }
         Err(e) => report.add("free-space", State::Problem, crate::error_chain(&e)),
@@ -142,8 +142,9 @@ fn local_checks(config: &Config) -> Vec<Check> {
     report.checks
 }
 
-fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+/// A size in the unit that suits it (100.0 MiB, 45.7 GiB, 2.0 TiB), as the config writes one.
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 fn database(config: &Config, report: &mut Report) {

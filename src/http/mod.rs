@@ -131,7 +131,7 @@ pub struct StudyDocument {
 pub enum HttpError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("sign in first")]
+    #[error("sign in first (or the user name, password or token given is not right)")]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
