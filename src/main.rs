@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// Configuration file. Default: $SIMGATE_CONFIG, else config/simgate.toml when there is
     /// one in the working folder (a checkout), else /etc/simgate/simgate.toml (the package).
-    #[arg(long, short, global = true, env = "SIMGATE_CONFIG")]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Log lines as text (default) or JSON objects; overrides `log.format` of the config.
     #[arg(long, global = true, value_enum)]
@@ -24,7 +24,12 @@ struct Cli {
 /// The configuration file: the one given (flag or `SIMGATE_CONFIG`), else the first that
 /// exists of `config/simgate.toml` and `/etc/simgate/simgate.toml`.
 fn config_path(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
+    // Read here rather than by clap, which refuses a variable set but empty as a missing
+    // value of --config (that nobody typed).
+    let from_env = std::env::var_os("SIMGATE_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    given.or(from_env).unwrap_or_else(|| {
         let checkout = PathBuf::from("config/simgate.toml");
         if checkout.exists() {
             checkout
