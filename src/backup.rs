@@ -45,6 +45,8 @@ pub enum BackupError {
         "{0} is not empty: restore into an empty storage folder, or add --force to replace what is there"
     )]
     StorageNotEmpty(PathBuf),
+    #[error("{0} is not a backup made by `simgate backup` (it has no manifest.json)")]
+    NotABackup(PathBuf),
     #[error("a gateway is running on {0}: stop it before restoring")]
     GatewayRunning(PathBuf),
     #[error("{path} is not what the manifest says (SHA-256 {found}, expected {expected})")]
@@ -202,7 +204,13 @@ pub fn restore(config: &Config, source: &Path, force: bool) -> Result<Manifest, 
     // `--force` empties the storage folder: a backup inside it would go with it.
     refuse_overlap(source, &config.storage.dir)?;
     let manifest_path = source.join(MANIFEST);
-    let text = fs::read(&manifest_path).map_err(io("read", &manifest_path))?;
+    let text = fs::read(&manifest_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BackupError::NotABackup(source.clone())
+        } else {
+            io("read", &manifest_path)(e)
+        }
+    })?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|source| BackupError::Manifest {
             path: manifest_path.clone(),

@@ -244,6 +244,12 @@ fn backups_live_outside_the_storage_folder_and_a_folder_doctor_touched_counts_as
         }
     }
     let _ = other.cli(&["doctor"]);
+    let not_a_backup = other.cli(&["restore", data.to_str().expect("path")]);
+    assert!(
+        text(&not_a_backup).contains("is not a backup made by `simgate backup`"),
+        "{}",
+        text(&not_a_backup)
+    );
     let restored = other.cli(&["restore", backup.to_str().expect("path")]);
     assert_success(&restored, "restore into a folder doctor touched");
     other.start();
