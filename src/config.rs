@@ -550,8 +550,6 @@ fn differing_keys(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<
     }
 }
 
-/// `path` made absolute (from the working folder) with `.` and `..` taken out, without
-/// following links: what an operator reads in errors and in `check-config`.
 /// What is wrong with a web user's name, if anything: it must be one that can sign in (HTTP
 /// Basic credentials end the name at the first colon) and that a log line shows as typed.
 pub fn user_name_problem(name: &str) -> Option<String> {
@@ -588,6 +586,8 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// `path` made absolute (from the working folder) with `.` and `..` taken out, without
+/// following links: what an operator reads in errors and in `check-config`.
 pub fn absolute(path: &Path) -> PathBuf {
     let joined = if path.is_absolute() {
         path.to_path_buf()

@@ -297,7 +297,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "simgate: {}",
-                simgate::output::escape_lines(&format!("{e:#}"))
+                simgate::output::escape_lines(&format!("{e:#}"), 4)
             );
             ExitCode::FAILURE
         }
@@ -561,10 +561,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|ms| format!(" ({ms} ms)"))
                         .unwrap_or_default();
                     // A detail of several lines (a parse error) goes on under its column.
-                    let detail = check
-                        .detail
-                        .trim_end()
-                        .replace('\n', &format!("\n{:1$}", "", width + 10));
+                    let detail = simgate::output::escape_lines(&check.detail, width + 10);
                     writeln!(stdout, "{state}  {:<width$} {detail}{took}", check.check)?;
                 }
             }

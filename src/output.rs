@@ -29,14 +29,14 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A message of several lines (a TOML parse error shows the line and a caret under it) for
-/// a terminal: each line escaped, and every line after the first indented, so no text inside
-/// the message can pass for a line of its own.
-pub fn escape_lines(text: &str) -> String {
-    text.trim_end_matches('\n')
+/// a terminal: each line escaped, and every line after the first indented by `indent`, so no
+/// text inside the message can pass for a line of its own.
+pub fn escape_lines(text: &str, indent: usize) -> String {
+    text.trim_end()
         .split('\n')
         .map(escape)
         .collect::<Vec<_>>()
-        .join("\n    ")
+        .join(&format!("\n{:indent$}", ""))
 }
 
 /// A CSV cell that a spreadsheet will show as text: one starting with `=`, `+`, `-`, `@`,
@@ -170,9 +170,9 @@ mod tests {
 
     #[test]
     fn lines_of_a_message_stay_lines_indented_and_escaped() {
-        assert_eq!(escape_lines("one line"), "one line");
+        assert_eq!(escape_lines("one line", 4), "one line");
         assert_eq!(
-            escape_lines("parse error\n  |\n1 | x\u{1b}[2J\n"),
+            escape_lines("parse error\n  |\n1 | x\u{1b}[2J\n", 4),
             "parse error\n      |\n    1 | x\\u{1b}[2J"
         );
     }

@@ -121,7 +121,6 @@ fn serve_http_apart(
 /// Jobs in the index writer's queue; beyond this, receivers wait (backpressure).
 const INDEX_QUEUE: usize = 1024;
 
-/// `simgate serve`: loads the config, binds, handles signals and runs until stopped.
 /// Reads every certificate, key and CA the config names (the DICOM listener's and the web
 /// side's server configurations, returned, and each destination's client one): `serve` at
 /// start and `check-config` (the unit's ExecStartPre) refuse a file that cannot be used, with
@@ -167,6 +166,7 @@ pub struct ServerTls {
     pub http: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// `simgate serve`: loads the config, binds, handles signals and runs until stopped.
 pub async fn serve(config_path: PathBuf) -> Result<(), AppError> {
     let config = Arc::new(Config::load(&config_path)?);
     // Before anything touches the storage folder or the database: one gateway per folder.
